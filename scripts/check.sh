@@ -1,0 +1,43 @@
+#!/bin/sh
+# The whole test suite, as `make check` and CI run it:
+#   1. gcc build with warnings as errors; unit and system tests under ctest;
+#   2. clang build with ASan+UBSan (and warnings as errors); the same tests.
+# Ends with ctest's summary of the second run and a combined line
+# "check: N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+run_suite() { # name builddir cmake-args...
+    name=$1 dir=$2
+    shift 2
+    echo "== $name: configure and build ($dir)"
+    cmake -S . -B "$dir" -G Ninja "$@" >"$log/$name.cmake" 2>&1 || { cat "$log/$name.cmake"; return 2; }
+    cmake --build "$dir" || return 2
+    echo "== $name: tests"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --test-dir "$dir" --output-on-failure -j "$jobs" 2>&1 | tee "$log/$name.ctest"
+}
+
+counts() { # ctest log -> "passed failed"
+    line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$1" | tail -n 1)
+    total=$(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/')
+    failed=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
+    [ -n "$line" ] || { echo "0 1"; return; }
+    echo "$((total - failed)) $failed"
+}
+
+rc=0
+run_suite plain build -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_WERROR=ON || rc=1
+set -- $(counts "$log/plain.ctest")
+p1=$1 f1=$2
+run_suite asan build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=ON -DFERRY_WERROR=ON || rc=1
+set -- $(counts "$log/asan.ctest")
+p2=$1 f2=$2
+passed=$((p1 + p2))
+failed=$((f1 + f2))
+[ "$failed" -eq 0 ] || rc=1
+echo "check: $passed passed, $failed failed"
+exit $rc

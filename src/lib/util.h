@@ -1,0 +1,46 @@
+/*
+ * util -- allocation that cannot fail, small string and time helpers.
+ *
+ * Out of memory is fatal: every x* allocator logs and aborts instead of
+ * returning NULL, so callers never test for it. Anything sized by a peer
+ * must be capped by the caller before it reaches these.
+ */
+#ifndef FERRY_LIB_UTIL_H
+#define FERRY_LIB_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* Formats like asprintf into a fresh string; never returns NULL. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Case-insensitive compare of s[0..len) with a NUL-terminated lit. */
+static inline int str_ieq(const char *s, size_t len, const char *lit)
+{
+    return strlen(lit) == len && strncasecmp(s, lit, len) == 0;
+}
+
+/* Wall clock in seconds and monotonic clock in milliseconds/nanoseconds. */
+int64_t time_wall(void);
+int64_t time_mono_ms(void);
+uint64_t time_mono_ns(void);
+
+/* Overwrites n bytes at p in a way the compiler cannot drop (key material). */
+void mem_wipe(void *p, size_t n);
+
+/* 64-bit FNV-1a; not for keys an attacker picks (use hash_keyed there). */
+uint64_t hash_fnv1a(const void *p, size_t n);
+
+#endif

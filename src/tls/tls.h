@@ -1,0 +1,52 @@
+/*
+ * tls -- OpenSSL server contexts for the roles that terminate TLS.
+ *
+ * One SSL_CTX per certificate, built at load time (OpenSSL 3.0 fetches are
+ * slow under contention, so nothing is built per connection). The first
+ * certificate's context is the default; an SNI callback moves a
+ * connection to the context whose certificate names (subjectAltName DNS
+ * entries, with "*.example.test" wildcards) match the requested server
+ * name. Defaults are modern: TLS 1.2 and 1.3 only, ECDHE with AEAD
+ * ciphers for 1.2, server cipher preference, no renegotiation, no
+ * compression. Handshakes are counted as full or resumed.
+ */
+#ifndef FERRY_TLS_TLS_H
+#define FERRY_TLS_TLS_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+struct tls_cert_conf {
+    const char *cert_path; /* PEM chain */
+    const char *key_path;  /* PEM private key */
+};
+
+struct tls_server_conf {
+    const struct tls_cert_conf *certs;
+    size_t ncerts;
+    int min_version;       /* TLS1_2_VERSION or TLS1_3_VERSION */
+    const char *ciphers;   /* TLS 1.2 cipher list, NULL = default */
+    long session_timeout;  /* seconds */
+    int tickets;           /* issue session tickets */
+    const char *metric_labels; /* labels for the handshake counters, e.g. role="cache" */
+};
+
+struct tls_server;
+
+/*
+ * Loads every certificate and key. On failure returns NULL and writes a
+ * message naming the file into err.
+ */
+struct tls_server *tls_server_create(const struct tls_server_conf *conf, char *err,
+                                     size_t errlen);
+/* Drops a reference (connections hold the SSL_CTXs themselves). */
+void tls_server_destroy(struct tls_server *t);
+/* The context new connections start on. */
+SSL_CTX *tls_server_ctx(struct tls_server *t);
+/* Returns the names (SAN DNS) found in certificate i, for logs and tests. */
+size_t tls_server_ncerts(const struct tls_server *t);
+
+/* Counts one completed handshake (full or resumed) on t's counters. */
+void tls_server_count(SSL *ssl);
+
+#endif
