@@ -1,9 +1,10 @@
 #!/bin/sh
 # The whole test suite, as `make check` and CI run it:
 #   1. gcc build with warnings as errors; unit and system tests under ctest;
-#   2. clang build with ASan+UBSan (and warnings as errors); the same tests.
-# Ends with ctest's summary of the second run and a combined line
-# "check: N passed, N failed".
+#   2. clang build with ASan+UBSan (and warnings as errors); the same tests;
+#   3. the libFuzzer targets, each for FUZZ_SECONDS (default 10) over its corpus.
+# Ends with a combined line "check: N passed, N failed" (each fuzz target
+# counts as one test).
 set -u
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -36,8 +37,21 @@ p1=$1 f1=$2
 run_suite asan build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=ON -DFERRY_WERROR=ON || rc=1
 set -- $(counts "$log/asan.ctest")
 p2=$1 f2=$2
-passed=$((p1 + p2))
-failed=$((f1 + f2))
+echo "== fuzz: configure and build (build-fuzz)"
+p3=0 f3=0
+if cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$log/fuzz.cmake" 2>&1 && cmake --build build-fuzz; then
+    for t in build-fuzz/tests/fuzz/fuzz_*; do
+        [ -x "$t" ] || continue
+        if scripts/fuzz-one.sh "$t" "${FUZZ_SECONDS:-10}"; then p3=$((p3 + 1)); else f3=$((f3 + 1)); fi
+    done
+else
+    cat "$log/fuzz.cmake"
+    f3=1
+fi
+echo "fuzz: $p3 passed, $f3 failed"
+passed=$((p1 + p2 + p3))
+failed=$((f1 + f2 + f3))
 [ "$failed" -eq 0 ] || rc=1
 echo "check: $passed passed, $failed failed"
 exit $rc

@@ -733,9 +733,13 @@ int cache_stale_if_error_ok(const struct cache_meta *m, int64_t lifetime, int64_
  */
 static void append_normalised(struct buf *out, const char *v, size_t n)
 {
-    char *w = buf_reserve(out, n);
+    char *w;
     size_t o = 0, ws = 0;
     int in_q = 0, after_comma = 1;
+
+    if (n == 0)
+        return;
+    w = buf_reserve(out, n); /* the output is never longer than the input */
 
     for (size_t i = 0; i < n; i++) {
         char c = v[i];
@@ -771,7 +775,7 @@ static void vary_append(struct buf *out, const char *name, size_t nlen,
                         const struct http1_msg *req)
 {
     char *w = buf_reserve(out, nlen);
-    int found = 0;
+    int found = 0, have_value = 0;
 
     for (size_t i = 0; i < nlen; i++)
         w[i] = (char)ascii_lower((unsigned char)name[i]);
@@ -785,9 +789,12 @@ static void vary_append(struct buf *out, const char *name, size_t nlen,
             continue;
         if (!found)
             buf_append(out, ":", 1);
-        else if (h->value_len > 0 && out->data[out->len - 1] != ':')
-            buf_append(out, ",", 1);
         found = 1;
+        if (h->value_len == 0)
+            continue;
+        if (have_value)
+            buf_append(out, ",", 1);
+        have_value = 1;
         append_normalised(out, h->value, h->value_len);
     }
     buf_append(out, "\n", 1);
