@@ -374,7 +374,11 @@ static void serve_obj(struct creq *r, struct cobj *o, enum xc xc)
         return;
     buf_init(&h);
     int range = 0;
-    if (r->is_cond && cache_not_modified(&c->req, o->etag, o->etag_len, o->meta.last_modified)) {
+    /* Conditionals apply to 2xx representations only (RFC 9110 13.2.1); without
+     * Last-Modified the stored Date stands in for it (RFC 9111 4.3.2). */
+    int64_t lm = o->meta.last_modified >= 0 ? o->meta.last_modified : o->meta.date;
+    if (r->is_cond && status >= 200 && status < 300 &&
+        cache_not_modified(&c->req, o->etag, o->etag_len, lm)) {
         status = 304;
     } else if (r->has_range && status == 200) {
         range = cache_range(&c->req, len, &first, &last);
