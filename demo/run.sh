@@ -103,7 +103,7 @@ until curl -s -o /dev/null "http://$origin_addr:8080/" && \
     sleep 0.05
 done
 
-cat > topology.json <<JSON
+cat > topology.json.tmp <<JSON
 {"ca": "$run/ca.pem",
  "publishers": [{"host": "$host", "origin": "http://$origin_addr:8080"}],
  "services": [
@@ -113,6 +113,7 @@ cat > topology.json <<JSON
    "ports": {"https": 8443, "http": 8080, "admin": 9000}}
  ]}
 JSON
+mv topology.json.tmp topology.json
 
 cat <<TXT
 Ferry demo is running (Ctrl-C stops it). Topology: $run/topology.json

@@ -78,10 +78,16 @@ struct loop *loop_create(void)
     return l;
 }
 
+static void run_calls(struct loop *l);
+
 void loop_destroy(struct loop *l)
 {
     if (l == NULL)
         return;
+    /* Objects closed after the loop stopped wait in the deferred queue for
+     * their free; run it (and anything posted) so nothing leaks. */
+    for (int i = 0; i < 16 && (l->deferred.len > 0 || l->posted.len > 0); i++)
+        run_calls(l);
     loop_io_stop(&l->wake_io);
     close(l->wakefd);
     close(l->epfd);

@@ -51,7 +51,8 @@ struct loop_timer {
 
 /* Creates a loop; fatal on failure to create epoll/eventfd. */
 struct loop *loop_create(void);
-/* Destroys a loop that is not running. Watchers must be stopped first. */
+/* Destroys a loop that is not running, after running its pending deferred
+ * and posted calls. Watchers must be stopped first. */
 void loop_destroy(struct loop *l);
 
 /*
