@@ -227,7 +227,7 @@ http {{
     server {{
         listen {addr}:{port};
         root {self.root};
-        location / {{ }}
+        {"" if "location / " in extra_locations else "location / { }"}
         {extra_locations}
     }}
 }}

@@ -138,3 +138,10 @@ def test_sigterm_is_graceful_and_sigusr1_reopens(tmp_path, procs):
     assert f.stop() == 0
     assert "stopped" in log.read_text()
     assert not port_open(addr, 8080)
+
+
+def test_config_options_doc_is_current():
+    from conftest import SRC
+    r = run(FERRYD, "--options")
+    with open(f"{SRC}/docs/config-options.md") as f:
+        assert f.read() == r.stdout, "docs/config-options.md is stale: run make options"
