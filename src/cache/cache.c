@@ -66,7 +66,14 @@ const struct conf_opt cache_opts[] = {
      .help = "Oldest TLS version accepted."},
     {.name = "tls_session_timeout", .type = CONF_DURATION, .min = 1000, .max = 604800000,
      .def = "1h", .help = "Lifetime of TLS sessions for resumption."},
-    {.name = "tls_tickets", .type = CONF_FLAG, .def = "on", .help = "Issue session tickets."},
+    {.name = "tls_tickets", .type = CONF_FLAG, .def = "on",
+     .help = "Stateless session tickets; off = stateful TLS 1.3 tickets (PSK identity = session ID)."},
+    {.name = "tls_label", .type = CONF_INT, .min = 0, .max = 65535, .def = "0",
+     .help = "This server's label in its node group (1..n); session IDs and ticket key names carry it so a switch can route resumptions. 0 = off."},
+    {.name = "tls_label_codec", .type = CONF_ENUM, .choices = "prefix|mod-n", .def = "prefix",
+     .help = "How the label is written: prefix (survives changes of n, rejects random IDs) or mod-n (label = ID mod n + 1)."},
+    {.name = "tls_group_size", .type = CONF_INT, .min = 1, .max = 65535, .def = "1",
+     .help = "n, the number of servers in the node group (mod-n codec)."},
     {.name = "memory", .type = CONF_SIZE, .min = 1 << 20, .max = INT64_C(1) << 40, .def = "256m",
      .help = "Byte budget of the memory tier."},
     {.name = "eviction", .type = CONF_ENUM, .choices = "s3fifo|lru", .def = "s3fifo",
@@ -1283,7 +1290,15 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
             .session_timeout = (long)(conf_int(b, "tls_session_timeout") / 1000),
             .tickets = (int)conf_int(b, "tls_tickets"),
             .metric_labels = "role=\"cache\"",
+            .label = (unsigned)conf_int(b, "tls_label"),
         };
+        sid_codec_kind_parse(conf_str(b, "tls_label_codec"), &tc.codec.kind);
+        tc.codec.n = (unsigned)conf_int(b, "tls_group_size");
+        if (tc.label && tc.codec.kind == SID_CODEC_MODN && tc.label > tc.codec.n) {
+            conf_error(c, conf_find(b, "tls_label"), "tls_label %u is above tls_group_size %u (mod-n)",
+                       tc.label, tc.codec.n);
+            errors++;
+        }
         s->tls = tls_server_create(&tc, err, sizeof(err));
         if (s->tls == NULL) {
             conf_error(c, first, "%s", err);

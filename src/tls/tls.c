@@ -3,7 +3,10 @@
  */
 #include "tls/tls.h"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,10 +27,20 @@ struct tls_cert {
     size_t nnames;
 };
 
+struct ticket_key {
+    unsigned char name[16]; /* carries the label */
+    unsigned char aes[32];
+    unsigned char hmac[32];
+};
+
 struct tls_server {
     struct tls_cert *certs; /* owned */
     size_t ncerts;
     struct metric *hs_full, *hs_resumed;
+    unsigned label;
+    struct sid_codec codec;
+    struct ticket_key key;  /* wiped on destroy */
+    EVP_CIPHER *cipher;     /* fetched once */
 };
 
 static int ex_index = -1;     /* SSL_CTX ex data: the tls_server */
@@ -95,6 +108,58 @@ void tls_server_count(SSL *ssl)
     info_cb(ssl, SSL_CB_HANDSHAKE_DONE, 1);
 }
 
+static struct tls_server *server_of(const SSL *ssl)
+{
+    return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_index);
+}
+
+/* Session IDs that carry the label (TLS 1.2 IDs, TLS 1.3 stateful tickets). */
+static int gen_session_id(SSL *ssl, unsigned char *id, unsigned int *id_len)
+{
+    struct tls_server *t = server_of(ssl);
+    if (t == NULL || t->label == 0)
+        return 0;
+    /* Random bits make a clash with a live session unlikely; retry a few times anyway. */
+    for (int i = 0; i < 8; i++) {
+        if (sid_encode(&t->codec, t->label, id, *id_len) < 0)
+            return 0;
+        if (!SSL_has_matching_session_id(ssl, id, *id_len))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Stateless tickets: one key per process whose name carries the label.
+ * enc=1 seals a new ticket; enc=0 finds the key by name (0 = unknown, so
+ * a full handshake follows).
+ */
+static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct tls_server *t = server_of(ssl);
+    OSSL_PARAM params[3];
+    if (t == NULL)
+        return -1;
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, t->key.hmac, sizeof(t->key.hmac));
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (enc) {
+        memcpy(key_name, t->key.name, 16);
+        if (RAND_bytes(iv, 16) != 1 ||
+            EVP_EncryptInit_ex(cctx, t->cipher, NULL, t->key.aes, iv) != 1 ||
+            EVP_MAC_CTX_set_params(hctx, params) != 1)
+            return -1;
+        return 1;
+    }
+    if (memcmp(key_name, t->key.name, 16) != 0)
+        return 0;
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1 ||
+        EVP_DecryptInit_ex(cctx, t->cipher, NULL, t->key.aes, iv) != 1)
+        return -1;
+    return 1;
+}
+
 static void load_names(struct tls_cert *tc, X509 *x)
 {
     GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
@@ -152,6 +217,10 @@ static SSL_CTX *make_ctx(const struct tls_server_conf *conf, const struct tls_ce
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
     SSL_CTX_set_info_callback(ctx, info_cb);
     SSL_CTX_set_ex_data(ctx, ex_index, t);
+    if (t->label != 0) {
+        SSL_CTX_set_generate_session_id(ctx, gen_session_id);
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
+    }
     load_names(tc, SSL_CTX_get0_certificate(ctx));
     return ctx;
 fail:
@@ -171,6 +240,20 @@ struct tls_server *tls_server_create(const struct tls_server_conf *conf, char *e
         return NULL;
     }
     struct tls_server *t = xcalloc(1, sizeof(*t));
+    t->label = conf->label;
+    t->codec = conf->codec;
+    if (t->label != 0) {
+        t->cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+        if (t->cipher == NULL || RAND_bytes(t->key.aes, sizeof(t->key.aes)) != 1 ||
+            RAND_bytes(t->key.hmac, sizeof(t->key.hmac)) != 1 ||
+            sid_encode(&t->codec, t->label, t->key.name, sizeof(t->key.name)) < 0) {
+            snprintf(err, errlen, "cannot set up label %u session identifiers", t->label);
+            EVP_CIPHER_free(t->cipher);
+            mem_wipe(&t->key, sizeof(t->key));
+            free(t);
+            return NULL;
+        }
+    }
     t->certs = xcalloc(conf->ncerts, sizeof(*t->certs));
     for (size_t i = 0; i < conf->ncerts; i++) {
         t->certs[i].ctx = make_ctx(conf, &conf->certs[i], t, &t->certs[i], err, errlen);
@@ -208,6 +291,8 @@ void tls_server_destroy(struct tls_server *t)
         free(t->certs[i].names);
     }
     free(t->certs);
+    EVP_CIPHER_free(t->cipher);
+    mem_wipe(&t->key, sizeof(t->key));
     free(t);
 }
 

@@ -9,12 +9,23 @@
  * name. Defaults are modern: TLS 1.2 and 1.3 only, ECDHE with AEAD
  * ciphers for 1.2, server cipher preference, no renegotiation, no
  * compression. Handshakes are counted as full or resumed.
+ *
+ * Routable session identifiers (DESIGN.md contract 1): with a label set,
+ * every TLS 1.2 session ID and stateful TLS 1.3 ticket (whose PSK identity
+ * is the session ID) is drawn by the session-ID generation callback so
+ * that it carries the label, and stateless tickets are sealed under a key
+ * whose 16-byte key_name carries it (the key_name starts the ticket and so
+ * the TLS 1.3 PSK identity). The switch reads them from ClientHellos.
+ * Ticket keys are random per process for now (AES-256-CBC + HMAC-SHA256,
+ * the RFC 5077 layout OpenSSL's callback expects).
  */
 #ifndef FERRY_TLS_TLS_H
 #define FERRY_TLS_TLS_H
 
 #include <openssl/ssl.h>
 #include <stddef.h>
+
+#include "tls/sid_codec.h"
 
 struct tls_cert_conf {
     const char *cert_path; /* PEM chain */
@@ -29,6 +40,8 @@ struct tls_server_conf {
     long session_timeout;  /* seconds */
     int tickets;           /* issue session tickets */
     const char *metric_labels; /* labels for the handshake counters, e.g. role="cache" */
+    unsigned label;        /* this server's label in its node group, 0 = none */
+    struct sid_codec codec;/* how the label is written (with label != 0) */
 };
 
 struct tls_server;
