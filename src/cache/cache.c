@@ -58,8 +58,10 @@ const struct conf_opt cache_publisher_opts[] = {
 const struct conf_opt cache_opts[] = {
     {.name = "name", .type = CONF_STR, .def = "ferry",
      .help = "This server's name in Via and logs."},
-    {.name = "listen", .type = CONF_ADDR, .flags = CONF_MULTI, .help = "Plain HTTP listener."},
-    {.name = "listen_tls", .type = CONF_ADDR, .flags = CONF_MULTI, .help = "HTTPS listener."},
+    {.name = "listen", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 1, .max_args = 2,
+     .help = "ADDR:PORT [proxy_protocol]: plain HTTP listener; proxy_protocol = connections start with a PROXY v2 header (behind a switch)."},
+    {.name = "listen_tls", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 1, .max_args = 2,
+     .help = "ADDR:PORT [proxy_protocol]: HTTPS listener."},
     {.name = "certificate", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 2, .max_args = 2,
      .help = "CERT_PEM KEY_PEM; chosen by SNI against the certificate's names (first = default)."},
     {.name = "tls_min_version", .type = CONF_ENUM, .choices = "TLSv1.2|TLSv1.3", .def = "TLSv1.2",
@@ -153,6 +155,7 @@ struct cache {
     struct store *store;
     struct net_addr *listen, *listen_tls; /* owned */
     size_t nlisten, nlisten_tls;
+    unsigned char *proxy, *proxy_tls;     /* owned: PROXY v2 flag per listener */
     struct hsrv_limits lim;
     struct up_timeouts upt;
     struct cache_worker *workers; /* owned */
@@ -1198,6 +1201,33 @@ static SSL_CTX *client_ctx(const char *ca, char *err, size_t errlen)
     return ctx;
 }
 
+/* Reads `NAME ADDR [proxy_protocol]` lines. Returns the number of errors. */
+static int parse_listeners(struct conf *c, const struct conf_node *b, const char *name,
+                           struct net_addr **addrs, unsigned char **proxy, size_t *n)
+{
+    int errors = 0;
+    for (const struct conf_node *l = conf_find(b, name); l; l = conf_next(l)) {
+        *addrs = xrealloc(*addrs, (*n + 1) * sizeof(**addrs));
+        *proxy = xrealloc(*proxy, *n + 1);
+        if (net_addr_parse(l->args[0], &(*addrs)[*n]) < 0) {
+            conf_error(c, l, "%s: \"%s\" is not a numeric address:port", name, l->args[0]);
+            errors++;
+            continue;
+        }
+        (*proxy)[*n] = 0;
+        if (l->nargs == 2) {
+            if (strcmp(l->args[1], "proxy_protocol") != 0) {
+                conf_error(c, l, "%s: unknown flag \"%s\" (expected proxy_protocol)", name, l->args[1]);
+                errors++;
+                continue;
+            }
+            (*proxy)[*n] = 1;
+        }
+        (*n)++;
+    }
+    return errors;
+}
+
 static int tls_version(const char *s)
 {
     return strcmp(s, "TLSv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
@@ -1232,24 +1262,8 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
     }
 
     /* Listeners. */
-    for (const struct conf_node *n = conf_find(b, "listen"); n; n = conf_next(n)) {
-        ca->listen = xrealloc(ca->listen, (ca->nlisten + 1) * sizeof(*ca->listen));
-        if (net_addr_parse(n->args[0], &ca->listen[ca->nlisten]) < 0) {
-            conf_error(c, n, "listen: \"%s\" is not a numeric address:port", n->args[0]);
-            errors++;
-            continue;
-        }
-        ca->nlisten++;
-    }
-    for (const struct conf_node *n = conf_find(b, "listen_tls"); n; n = conf_next(n)) {
-        ca->listen_tls = xrealloc(ca->listen_tls, (ca->nlisten_tls + 1) * sizeof(*ca->listen_tls));
-        if (net_addr_parse(n->args[0], &ca->listen_tls[ca->nlisten_tls]) < 0) {
-            conf_error(c, n, "listen_tls: \"%s\" is not a numeric address:port", n->args[0]);
-            errors++;
-            continue;
-        }
-        ca->nlisten_tls++;
-    }
+    errors += parse_listeners(c, b, "listen", &ca->listen, &ca->proxy, &ca->nlisten);
+    errors += parse_listeners(c, b, "listen_tls", &ca->listen_tls, &ca->proxy_tls, &ca->nlisten_tls);
     if (conf_find(b, "listen") == NULL && conf_find(b, "listen_tls") == NULL) {
         conf_error(c, b, "cache: needs at least one listen or listen_tls");
         errors++;
@@ -1379,6 +1393,8 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
     if (errors) {
         free(ca->listen);
         free(ca->listen_tls);
+        free(ca->proxy);
+        free(ca->proxy_tls);
         free(ca->access_path);
         settings_unref(ca->set);
         free(ca);
@@ -1589,7 +1605,7 @@ static int cache_start(void *inst, const struct role_env *env)
         set_via(w->srv, ca->set);
         w->pool = up_pool_create(w->loop, &ca->upt);
         for (size_t j = 0; j < ca->nlisten; j++) {
-            int rc = hsrv_listen(w->srv, &ca->listen[j], NULL);
+            int rc = hsrv_listen(w->srv, &ca->listen[j], NULL, ca->proxy[j]);
             if (rc < 0) {
                 errno = -rc;
                 log_warn("cache: listen on %s", net_addr_str(&ca->listen[j], as, sizeof(as)));
@@ -1597,7 +1613,8 @@ static int cache_start(void *inst, const struct role_env *env)
             }
         }
         for (size_t j = 0; j < ca->nlisten_tls; j++) {
-            int rc = hsrv_listen(w->srv, &ca->listen_tls[j], tls_server_ctx(ca->set->tls));
+            int rc = hsrv_listen(w->srv, &ca->listen_tls[j], tls_server_ctx(ca->set->tls),
+                                  ca->proxy_tls[j]);
             if (rc < 0) {
                 errno = -rc;
                 log_warn("cache: listen on %s", net_addr_str(&ca->listen_tls[j], as, sizeof(as)));
@@ -1701,6 +1718,8 @@ static void cache_destroy(void *inst)
     free(ca->access_path);
     free(ca->listen);
     free(ca->listen_tls);
+    free(ca->proxy);
+    free(ca->proxy_tls);
     settings_unref(ca->set);
     free(ca);
 }

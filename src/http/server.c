@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "http/date.h"
+#include "lib/proxyproto.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -42,10 +43,12 @@ struct listener {
     struct loop_io io;
     struct hsrv *srv;
     SSL_CTX *ctx; /* up-referenced, or NULL for plain */
+    int proxy;    /* expects a PROXY v2 header first */
     struct listener *next;
 };
 
 enum cstate {
+    CS_PROXY,     /* reading the PROXY v2 header */
     CS_HANDSHAKE,
     CS_HEAD,
     CS_BODY,
@@ -72,6 +75,8 @@ struct conn {
     char *stage;              /* TLS: bytes handed to SSL_write, retried as-is */
     size_t stage_len, stage_off;
     size_t lingered;          /* bytes discarded while lingering */
+    uint8_t *pbuf;            /* PROXY header being read (owned), then NULL */
+    size_t plen;
     int keep_alive_after;     /* the response ended with keep-alive */
     int resp_open;            /* handler owns a response */
     int read_eof;
@@ -335,6 +340,7 @@ static void conn_free_cb(void *arg)
     buf_fini(&c->in);
     buf_fini(&c->body);
     free(c->stage);
+    free(c->pbuf);
     free(c);
 }
 
@@ -454,6 +460,42 @@ static ssize_t conn_read(struct conn *c)
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return 0;
     return -1;
+}
+
+/*
+ * Reads the PROXY v2 header byte-exactly (never past it: what follows is
+ * the client's TLS or HTTP and belongs to the next layer). Returns 1 when
+ * done, 0 to wait, -1 on a bad header or EOF.
+ */
+static int read_proxy(struct conn *c)
+{
+    for (;;) {
+        size_t need = c->plen < 16 ? 16 : 16 + ((size_t)c->pbuf[14] << 8 | c->pbuf[15]);
+        if (need > PROXY_V2_MAX)
+            return -1;
+        if (c->plen < need) {
+            ssize_t r = recv(c->io.fd, c->pbuf + c->plen, need - c->plen, 0);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                return 0;
+            if (r <= 0)
+                return -1;
+            c->plen += (size_t)r;
+        }
+        struct net_addr src, dst;
+        int has = 0;
+        int rc = proxy_v2_parse(c->pbuf, c->plen, &src, &dst, &has);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            continue;
+        if (has) {
+            c->pub.peer = src;
+            c->pub.local = dst;
+        }
+        free(c->pbuf);
+        c->pbuf = NULL;
+        return 1;
+    }
 }
 
 static void handshake(struct conn *c)
@@ -657,6 +699,21 @@ static void conn_io(struct loop_io *io, unsigned events)
         conn_linger_read(c);
         return;
     }
+    if (c->state == CS_PROXY) {
+        int pr = read_proxy(c);
+        if (pr < 0) {
+            log_debug("%s: bad PROXY header from a client", s->name);
+            conn_close_now(c);
+            return;
+        }
+        if (pr == 0)
+            return;
+        c->state = c->ssl ? CS_HANDSHAKE : CS_HEAD;
+        if (c->state == CS_HEAD) {
+            conn_want(c);
+            return;
+        }
+    }
     if (c->state == CS_HANDSHAKE) {
         handshake(c);
         if (c->io.fd < 0)
@@ -751,6 +808,10 @@ static void accept_cb(struct loop_io *io, unsigned events)
             c->pub.is_tls = 1;
             c->state = CS_HANDSHAKE;
         }
+        if (L->proxy) {
+            c->pbuf = xmalloc(PROXY_V2_MAX);
+            c->state = CS_PROXY;
+        }
         if (loop_io_start(s->loop, &c->io, fd, LOOP_READ, conn_io) < 0) {
             SSL_free(c->ssl);
             close(fd);
@@ -783,7 +844,7 @@ struct hsrv *hsrv_create(struct loop *loop, const struct hsrv_handler *h, void *
     return s;
 }
 
-int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx)
+int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx, int proxy_protocol)
 {
     int fd = net_listen_tcp(addr, 1024);
     if (fd < 0)
@@ -791,6 +852,7 @@ int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx)
     struct listener *L = xcalloc(1, sizeof(*L));
     L->srv = s;
     L->io.data = L;
+    L->proxy = proxy_protocol;
     if (ctx) {
         SSL_CTX_up_ref(ctx);
         L->ctx = ctx;

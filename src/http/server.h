@@ -87,9 +87,11 @@ struct hsrv *hsrv_create(struct loop *loop, const struct hsrv_handler *h, void *
 /*
  * Listens on addr (SO_REUSEPORT, so each worker opens its own). ctx, if
  * not NULL, makes the listener TLS (the SSL_CTX must outlive the server;
- * it is up-referenced). Returns 0 or -errno.
+ * it is up-referenced). proxy_protocol: every connection starts with a
+ * PROXY v2 header (from a switch) whose source address becomes c->peer.
+ * Returns 0 or -errno.
  */
-int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx);
+int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx, int proxy_protocol);
 /*
  * Sets the Via value (e.g. "1.1 edge-1 (ferry/0.1)") that the server's own
  * error responses (parse errors, timeouts) carry; NULL for none. Copied.

@@ -423,7 +423,7 @@ static int origin_start(void *inst, const struct role_env *env)
         w->set = settings_ref(o->set);
         w->srv = hsrv_create(w->loop, &origin_handler, w, &o->lim, "origin");
         for (size_t j = 0; j < o->nlisten; j++) {
-            int rc = hsrv_listen(w->srv, &o->listen[j], NULL);
+            int rc = hsrv_listen(w->srv, &o->listen[j], NULL, 0);
             if (rc < 0) {
                 errno = -rc;
                 log_warn("origin: listen on %s", net_addr_str(&o->listen[j], as, sizeof(as)));
