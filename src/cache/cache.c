@@ -204,10 +204,13 @@ struct creq {
     int status_sent;              /* for the access log */
     char *target_copy;            /* owned: for the access log */
     char *method_copy;
+    char *inval[2];               /* owned: keys of Location, Content-Location to invalidate */
 };
 
 static void creq_finish(struct creq *r);
 static void fetch(struct creq *r, int collapse);
+static const struct publisher *find_publisher(const struct cache_settings *s, const char *host,
+                                              size_t len);
 static void lookup(struct creq *r);
 
 static struct cache_settings *settings_ref(struct cache_settings *s)
@@ -472,6 +475,8 @@ static void creq_finish(struct creq *r)
     free(r->key);
     free(r->target_copy);
     free(r->method_copy);
+    free(r->inval[0]);
+    free(r->inval[1]);
     free(r);
 }
 
@@ -602,6 +607,42 @@ static struct cobj *make_obj(struct creq *r, int status, const char *fields, siz
     return o;
 }
 
+/*
+ * RFC 9111 4.4: an unsafe request also invalidates the URIs in Location and
+ * Content-Location when they have the same origin. Records their keys.
+ */
+static void note_invalidations(struct creq *r, const struct http1_msg *resp)
+{
+    static const char *const names[2] = {"location", "content-location"};
+    for (int i = 0; i < 2; i++) {
+        const struct http1_hdr *h = http1_find(resp, names[i]);
+        if (h == NULL || h->value_len == 0 || h->value_len > MAX_KEY)
+            continue;
+        const char *v = h->value;
+        size_t n = h->value_len;
+        const char *path = NULL;
+        size_t plen = 0;
+        if (v[0] == '/' && (n < 2 || v[1] != '/')) {
+            path = v;
+            plen = n;
+        } else {
+            size_t skip = n > 7 && strncasecmp(v, "http://", 7) == 0    ? 7
+                          : n > 8 && strncasecmp(v, "https://", 8) == 0 ? 8
+                                                                         : 0;
+            if (skip == 0)
+                continue;
+            const char *host = v + skip;
+            const char *slash = memchr(host, '/', n - skip);
+            size_t hl = slash ? (size_t)(slash - host) : n - skip;
+            if (find_publisher(r->set, host, hl) != r->pub)
+                continue; /* another origin: not ours to invalidate */
+            path = slash ? slash : "/";
+            plen = slash ? n - skip - hl : 1;
+        }
+        r->inval[i] = xasprintf("%s %.*s", r->pub->hosts[0], (int)plen, path);
+    }
+}
+
 static void on_writable(struct hconn *c)
 {
     struct creq *r = c->ud;
@@ -617,6 +658,8 @@ static void up_head(void *arg, const struct http1_msg *resp)
     int64_t now = time_wall();
 
     r->status = resp->status;
+    if (r->unsafe)
+        note_invalidations(r, resp);
     cache_meta_from_response(&r->meta, resp, r->request_time, now, r->set->targeted);
 
     if (r->stale && resp->status == 304) {
@@ -844,7 +887,11 @@ static void up_done(void *arg, int err)
     }
     if (r->unsafe && r->status < 400) {
         /* RFC 9111 4.4: a successful unsafe request invalidates the target. */
-        metric_add(ca->m_purged, (int64_t)store_purge(ca->store, r->key, r->key_len, 0));
+        uint64_t n = store_purge(ca->store, r->key, r->key_len, 0);
+        for (int i = 0; i < 2; i++)
+            if (r->inval[i])
+                n += store_purge(ca->store, r->inval[i], strlen(r->inval[i]), 0);
+        metric_add(ca->m_purged, (int64_t)n);
     }
     if (r->c && r->buffered) {
         if (o) {

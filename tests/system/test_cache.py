@@ -26,6 +26,7 @@ LOCATIONS = r"""
         location /sie/ { add_header Cache-Control "max-age=1, stale-if-error=60"; }
         location /cookie/ { add_header Cache-Control "max-age=300"; add_header Set-Cookie "a=b"; }
         location /expires/ { expires 300s; }
+        location /api/ { add_header Location "/fresh/loc.txt"; add_header Content-Location "http://www.example.test/fresh/cl.txt"; return 200 "done"; }
 """
 
 
@@ -302,3 +303,15 @@ def test_metrics(cdn):
     assert cdn.ferry.metric("ferry_cache_objects") >= 1
     stats = json.loads(cdn.ferry.ctl("stats").stdout)
     assert stats["cache"]["requests"]["hit"] >= 1
+
+
+def test_unsafe_success_invalidates_location_and_content_location(cdn):
+    for p in ("/fresh/loc.txt", "/fresh/cl.txt", "/fresh/other.txt"):
+        cdn.ngx.put(p, p)
+        cdn.get(p)
+        assert xcache(cdn.get(p)[1]) == "HIT"
+    s, h, b = cdn.get("/api/x", "-X", "POST", "-d", "v=1")
+    assert s == 200 and b == b"done" and xcache(h) == "BYPASS"
+    assert xcache(cdn.get("/fresh/loc.txt")[1]) == "MISS"
+    assert xcache(cdn.get("/fresh/cl.txt")[1]) == "MISS"
+    assert xcache(cdn.get("/fresh/other.txt")[1]) == "HIT"
