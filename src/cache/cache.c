@@ -163,9 +163,6 @@ struct cache {
     struct loop *main_loop;
     char *access_path;           /* owned, or NULL */
     _Atomic int access_fd;
-    _Atomic unsigned draining;
-    void (*drain_done)(void *);
-    void *drain_arg;
     struct metric *m_req[5], *m_bytes, *m_fetches, *m_fetch_err, *m_collapsed, *m_purged;
 };
 
@@ -1719,31 +1716,14 @@ static int cache_reload(void *inst, void *fresh_inst, struct conf *c)
     return 0;
 }
 
-static void drained_one(void *arg)
-{
-    struct cache *ca = arg;
-    if (atomic_fetch_sub(&ca->draining, 1) == 1)
-        loop_post(ca->main_loop, ca->drain_done, ca->drain_arg);
-}
-
-static void drain_worker(void *arg)
-{
-    struct cache_worker *w = arg;
-    hsrv_drain(w->srv, drained_one, w->cache);
-}
-
 static void cache_drain(void *inst, void (*done)(void *), void *arg)
 {
     struct cache *ca = inst;
-    ca->drain_done = done;
-    ca->drain_arg = arg;
-    ca->draining = ca->nworkers;
-    if (ca->nworkers == 0) {
-        loop_post(ca->main_loop, done, arg);
-        return;
-    }
+    struct hsrv **srvs = xcalloc(ca->nworkers + 1, sizeof(*srvs));
     for (unsigned i = 0; i < ca->nworkers; i++)
-        loop_post(ca->workers[i].loop, drain_worker, &ca->workers[i]);
+        srvs[i] = ca->workers[i].srv;
+    hsrv_drain_all(srvs, ca->nworkers, ca->main_loop, done, arg);
+    free(srvs);
 }
 
 static void cache_destroy(void *inst)

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -918,6 +919,54 @@ void hsrv_drain(struct hsrv *s, void (*done)(void *), void *arg)
     if (s->nconns == 0 && s->drain_done) {
         s->drain_done = NULL;
         done(arg);
+    }
+}
+
+struct drain_all {
+    _Atomic unsigned left;
+    struct loop *main_loop;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void drain_all_one(void *arg)
+{
+    struct drain_all *d = arg;
+    if (atomic_fetch_sub(&d->left, 1) == 1) {
+        loop_post(d->main_loop, d->done, d->arg);
+        free(d);
+    }
+}
+
+struct drain_start {
+    struct drain_all *d;
+    struct hsrv *s;
+};
+
+static void drain_all_start(void *arg)
+{
+    struct drain_start *ds = arg;
+    hsrv_drain(ds->s, drain_all_one, ds->d);
+    free(ds);
+}
+
+void hsrv_drain_all(struct hsrv *const *srvs, unsigned n, struct loop *main_loop,
+                    void (*done)(void *), void *arg)
+{
+    if (n == 0) {
+        loop_post(main_loop, done, arg);
+        return;
+    }
+    struct drain_all *d = xcalloc(1, sizeof(*d));
+    atomic_init(&d->left, n);
+    d->main_loop = main_loop;
+    d->done = done;
+    d->arg = arg;
+    for (unsigned i = 0; i < n; i++) {
+        struct drain_start *ds = xmalloc(sizeof(*ds));
+        ds->d = d;
+        ds->s = srvs[i];
+        loop_post(srvs[i]->loop, drain_all_start, ds);
     }
 }
 

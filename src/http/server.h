@@ -104,6 +104,13 @@ void hsrv_set_ssl_ctx(struct hsrv *s, SSL_CTX *ctx);
  * current response. done(arg) runs once no connection is left.
  */
 void hsrv_drain(struct hsrv *s, void (*done)(void *arg), void *arg);
+/*
+ * Drains servers that live on different worker loops (hsrv_drain runs on
+ * each one's own loop); done(arg) runs on main_loop once all are empty.
+ * Thread-safe.
+ */
+void hsrv_drain_all(struct hsrv *const *srvs, unsigned n, struct loop *main_loop,
+                    void (*done)(void *arg), void *arg);
 /* Closes everything at once and frees the server. */
 void hsrv_destroy(struct hsrv *s);
 unsigned hsrv_nconns(const struct hsrv *s);

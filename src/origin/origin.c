@@ -57,9 +57,6 @@ struct origin {
     struct origin_worker *workers; /* owned */
     unsigned nworkers;
     struct loop *main_loop;
-    _Atomic unsigned draining;
-    void (*drain_done)(void *);
-    void *drain_arg;
     struct metric *m_requests, *m_304, *m_404, *m_bytes;
 };
 
@@ -468,31 +465,14 @@ static int origin_reload(void *inst, void *fresh_inst, struct conf *c)
     return 0;
 }
 
-static void drained_one(void *arg)
-{
-    struct origin *o = arg;
-    if (atomic_fetch_sub(&o->draining, 1) == 1)
-        loop_post(o->main_loop, o->drain_done, o->drain_arg);
-}
-
-static void drain_worker(void *arg)
-{
-    struct origin_worker *w = arg;
-    hsrv_drain(w->srv, drained_one, w->o);
-}
-
 static void origin_drain(void *inst, void (*done)(void *), void *arg)
 {
     struct origin *o = inst;
-    o->drain_done = done;
-    o->drain_arg = arg;
-    o->draining = o->nworkers;
-    if (o->nworkers == 0) {
-        loop_post(o->main_loop, done, arg);
-        return;
-    }
+    struct hsrv **srvs = xcalloc(o->nworkers + 1, sizeof(*srvs));
     for (unsigned i = 0; i < o->nworkers; i++)
-        loop_post(o->workers[i].loop, drain_worker, &o->workers[i]);
+        srvs[i] = o->workers[i].srv;
+    hsrv_drain_all(srvs, o->nworkers, o->main_loop, done, arg);
+    free(srvs);
 }
 
 static void origin_destroy(void *inst)
