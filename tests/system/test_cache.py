@@ -39,6 +39,7 @@ def cdn(tmp_path, procs, nginx_factory, pki):
     cert2, key2 = pki["certs"]["other"]
     access = tmp_path / "access.log"
     cfg = f"""
+workers 2;
 cache {{
     name edge-test;
     listen {addr}:8080;
