@@ -46,4 +46,4 @@ options: build
 	build/ferryd --options > docs/config-options.md
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz

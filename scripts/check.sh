@@ -2,7 +2,8 @@
 # The whole test suite, as `make check` and CI run it:
 #   1. gcc build with warnings as errors; unit and system tests under ctest;
 #   2. clang build with ASan+UBSan (and warnings as errors); the same tests;
-#   3. the libFuzzer targets, each for FUZZ_SECONDS (default 10) over its corpus.
+#   3. a clang ThreadSanitizer build running the multi-worker system tests;
+#   4. the libFuzzer targets, each for FUZZ_SECONDS (default 10) over its corpus.
 # Ends with a combined line "check: N passed, N failed" (each fuzz target
 # counts as one test).
 set -u
@@ -37,6 +38,19 @@ p1=$1 f1=$2
 run_suite asan build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=ON -DFERRY_WERROR=ON || rc=1
 set -- $(counts "$log/asan.ctest")
 p2=$1 f2=$2
+echo "== tsan: configure and build (build-tsan)"
+p4=0 f4=0
+if cmake -S . -B build-tsan -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DFERRY_TSAN=ON >"$log/tsan.cmake" 2>&1 && cmake --build build-tsan; then
+    TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -R 'system/test_cache$' \
+        2>&1 | tee "$log/tsan.ctest"
+    set -- $(counts "$log/tsan.ctest")
+    p4=$1 f4=$2
+else
+    cat "$log/tsan.cmake"
+    f4=1
+fi
+
 echo "== fuzz: configure and build (build-fuzz)"
 p3=0 f3=0
 if cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON \
@@ -50,8 +64,8 @@ else
     f3=1
 fi
 echo "fuzz: $p3 passed, $f3 failed"
-passed=$((p1 + p2 + p3))
-failed=$((f1 + f2 + f3))
+passed=$((p1 + p2 + p3 + p4))
+failed=$((f1 + f2 + f3 + f4))
 [ "$failed" -eq 0 ] || rc=1
 echo "check: $passed passed, $failed failed"
 exit $rc

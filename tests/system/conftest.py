@@ -162,7 +162,7 @@ class Ferryd:
             return None
         rc = self.proc.stop()
         out = self.proc.output()
-        assert "AddressSanitizer" not in out and "runtime error" not in out, out
+        assert "AddressSanitizer" not in out and "runtime error" not in out and "ThreadSanitizer" not in out, out
         return rc
 
 
