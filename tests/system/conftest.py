@@ -255,6 +255,15 @@ http {{
             return len(lines)
         return sum(1 for l in lines if f" {path} HTTP/" in l)
 
+    def saw(self, path, n):
+        """True when nginx logged exactly n requests for path. nginx writes a
+        log line after its response left, so wait (bounded) for n to appear."""
+        try:
+            wait_for(lambda: self.requests(path) >= n, 5, f"{n} origin requests for {path}")
+        except AssertionError:
+            return False
+        return self.requests(path) == n
+
     def start(self):
         self.proc = Proc(["nginx", "-c", self.conf, "-p", self.dir, "-g", "daemon off;"],
                          os.path.join(self.dir, "stdout.log"))
