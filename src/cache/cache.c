@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache/disk.h"
 #include "cache/policy.h"
 #include "cache/store.h"
 #include "cache/upstream.h"
@@ -78,6 +79,10 @@ const struct conf_opt cache_opts[] = {
      .help = "n, the number of servers in the node group (mod-n codec)."},
     {.name = "memory", .type = CONF_SIZE, .min = 1 << 20, .max = INT64_C(1) << 40, .def = "256m",
      .help = "Byte budget of the memory tier."},
+    {.name = "disk_path", .type = CONF_PATH,
+     .help = "Directory of the disk tier (write-through, survives restarts); no disk tier without it."},
+    {.name = "disk_size", .type = CONF_SIZE, .min = 1 << 20, .max = INT64_C(1) << 50, .def = "1g",
+     .help = "Byte budget of the disk tier (least recently used files go first)."},
     {.name = "eviction", .type = CONF_ENUM, .choices = "s3fifo|lru", .def = "s3fifo",
      .help = "Eviction policy of the memory tier."},
     {.name = "max_object_size", .type = CONF_SIZE, .min = 0, .max = INT64_C(1) << 36, .def = "16m",
@@ -153,6 +158,9 @@ struct cache_worker {
 struct cache {
     struct cache_settings *set;  /* reference held by the instance */
     struct store *store;
+    struct disk *disk;           /* owned, or NULL without a disk tier */
+    char *disk_path;             /* owned */
+    uint64_t disk_size;
     struct net_addr *listen, *listen_tls; /* owned */
     size_t nlisten, nlisten_tls;
     unsigned char *proxy, *proxy_tls;     /* owned: PROXY v2 flag per listener */
@@ -164,6 +172,7 @@ struct cache {
     char *access_path;           /* owned, or NULL */
     _Atomic int access_fd;
     struct metric *m_req[5], *m_bytes, *m_fetches, *m_fetch_err, *m_collapsed, *m_purged;
+    struct metric *m_disk_hits;
 };
 
 enum xc { XC_HIT, XC_MISS, XC_STALE, XC_REVALIDATED, XC_BYPASS };
@@ -183,6 +192,8 @@ struct creq {
     struct cobj *stale;           /* a reference: the object being revalidated */
     struct up_req *up;
     int fetcher;                  /* registered in the pending table */
+    int disk_reading;             /* a disk read will call back */
+    int disk_checked;             /* the disk tier was consulted */
     int waiting;                  /* queued behind another fetch */
     struct store_waiter waiter;
     int64_t request_time;
@@ -696,7 +707,7 @@ static void up_head(void *arg, const struct http1_msg *resp)
             buf_printf(&merged, "%.*s: %.*s\r\n", (int)f->name_len, f->name, (int)f->value_len,
                        f->value);
         }
-        atomic_fetch_add(&r->stale->body->refs, 1);
+        cbody_ref(r->stale->body);
         struct cobj *o = make_obj(r, r->stale->meta.status, buf_head(&merged), buf_avail(&merged),
                                   r->stale->body, r->stale->vary, r->stale->vkey,
                                   r->stale->vkey_len, r->request_time, now);
@@ -708,6 +719,8 @@ static void up_head(void *arg, const struct http1_msg *resp)
             return;
         }
         store_insert(ca->store, o);
+        if (ca->disk)
+            disk_put(ca->disk, o);
         if (c) {
             struct up_req *up = r->up;
             r->up = NULL; /* serve_obj finishes r; the 304 has no body to wait for */
@@ -875,6 +888,8 @@ static void up_done(void *arg, int err)
         buf_fini(&vk);
         if (o) {
             store_insert(ca->store, o);
+            if (ca->disk)
+                disk_put(ca->disk, o);
             stored = 1;
         }
     }
@@ -885,9 +900,15 @@ static void up_done(void *arg, int err)
     if (r->unsafe && r->status < 400) {
         /* RFC 9111 4.4: a successful unsafe request invalidates the target. */
         uint64_t n = store_purge(ca->store, r->key, r->key_len, 0);
-        for (int i = 0; i < 2; i++)
-            if (r->inval[i])
-                n += store_purge(ca->store, r->inval[i], strlen(r->inval[i]), 0);
+        if (ca->disk)
+            disk_purge(ca->disk, r->key, r->key_len, 0);
+        for (int i = 0; i < 2; i++) {
+            if (r->inval[i] == NULL)
+                continue;
+            n += store_purge(ca->store, r->inval[i], strlen(r->inval[i]), 0);
+            if (ca->disk)
+                disk_purge(ca->disk, r->inval[i], strlen(r->inval[i]), 0);
+        }
         metric_add(ca->m_purged, (int64_t)n);
     }
     if (r->c && r->buffered) {
@@ -999,6 +1020,37 @@ static void revalidate_in_background(struct creq *r, struct cobj *o)
     buf_fini(&h);
 }
 
+/*
+ * A disk read finished: put the object back in the memory tier and look
+ * again (it may be stale and need revalidation like any stored object).
+ */
+static void disk_read_done(void *arg, struct disk_record *rec)
+{
+    struct creq *r = arg;
+    struct cache *ca = r->w->cache;
+    r->disk_reading = 0;
+    if (r->c == NULL) {
+        disk_record_free(rec);
+        creq_finish(r);
+        return;
+    }
+    if (rec && rec->key_len == r->key_len && memcmp(rec->key, r->key, r->key_len) == 0) {
+        cbody_ref(rec->body);
+        struct cobj *o = make_obj(r, rec->status, rec->fields, rec->fields_len, rec->body, rec->vary,
+                                  rec->vkey, rec->vkey_len, rec->request_time, rec->response_time);
+        if (o) {
+            atomic_store(&o->expires_at, rec->expires_at);
+            store_insert(ca->store, o);
+            cobj_unref(o);
+            metric_inc(ca->m_disk_hits);
+        } else {
+            cbody_unref(rec->body);
+        }
+    }
+    disk_record_free(rec);
+    lookup(r);
+}
+
 static void lookup(struct creq *r)
 {
     struct cache *ca = r->w->cache;
@@ -1031,6 +1083,15 @@ static void lookup(struct creq *r)
         r->xc = XC_MISS;
         fetch(r, 0);
         return;
+    }
+    if (ca->disk && !r->disk_checked) {
+        r->disk_checked = 1;
+        uint64_t id = disk_lookup(ca->disk, r->key, r->key_len, &r->c->req);
+        if (id != 0) {
+            r->disk_reading = 1;
+            disk_read_async(ca->disk, id, r->w->loop, disk_read_done, r);
+            return;
+        }
     }
     if (r->req_cc.only_if_cached) {
         r->xc = XC_MISS;
@@ -1174,6 +1235,8 @@ static void on_abort(struct hconn *c)
         /* else waiter_wake will run and finish r */
         return;
     }
+    if (r->disk_reading)
+        return; /* disk_read_done will finish r */
     if (r->up && r->storing && r->fetcher) {
         /* Keep filling the cache for the others waiting on this fetch. */
         r->streaming = 0;
@@ -1432,6 +1495,9 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
                               : xasprintf("%.*s/%s", (int)(slash - conf_find(b, "access_log")->file),
                                           conf_find(b, "access_log")->file, al);
     }
+    if (conf_str(b, "disk_path"))
+        ca->disk_path = xstrdup(conf_str(b, "disk_path"));
+    ca->disk_size = (uint64_t)conf_int(b, "disk_size");
     enum evict_kind ek = EVICT_S3FIFO;
     evict_kind_parse(conf_str(b, "eviction"), &ek);
     if (errors) {
@@ -1439,6 +1505,7 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
         free(ca->listen_tls);
         free(ca->proxy);
         free(ca->proxy_tls);
+        free(ca->disk_path);
         free(ca->access_path);
         settings_unref(ca->set);
         free(ca);
@@ -1459,6 +1526,20 @@ static int64_t gauge_bytes(void *arg)
 {
     struct store_stats st;
     store_get_stats(arg, &st);
+    return (int64_t)st.bytes;
+}
+
+static int64_t gauge_disk_objects(void *arg)
+{
+    struct disk_stats st;
+    disk_get_stats(arg, &st);
+    return (int64_t)st.objects;
+}
+
+static int64_t gauge_disk_bytes(void *arg)
+{
+    struct disk_stats st;
+    disk_get_stats(arg, &st);
     return (int64_t)st.bytes;
 }
 
@@ -1511,6 +1592,7 @@ static int api_purge(void *arg, const struct admin_req *req, struct buf *out, co
     if (rc)
         return rc;
     uint64_t n = store_purge(ca->store, key, strlen(key), prefix);
+    uint64_t nd = ca->disk ? disk_purge(ca->disk, key, strlen(key), prefix) : 0;
     metric_add(ca->m_purged, (int64_t)n);
     log_info("cache: purged %" PRIu64 " object%s for %s%s", n, n == 1 ? "" : "s", key,
              prefix ? " (prefix)" : "");
@@ -1521,6 +1603,7 @@ static int api_purge(void *arg, const struct admin_req *req, struct buf *out, co
     json_key(&j, "prefix");
     json_bool(&j, prefix);
     json_kv_int(&j, "purged", (int64_t)n);
+    json_kv_int(&j, "purged_disk", (int64_t)nd);
     json_obj_end(&j);
     free(key);
     return 200;
@@ -1549,6 +1632,8 @@ static int api_expire(void *arg, const struct admin_req *req, struct buf *out, c
     }
     int64_t at = time_wall() + ttl / 1000;
     uint64_t n = store_expire(ca->store, key, strlen(key), prefix, ttl == 0 ? 0 : at);
+    if (ca->disk)
+        disk_expire(ca->disk, key, strlen(key), prefix, ttl == 0 ? 0 : at);
     log_info("cache: expiry of %" PRIu64 " object%s for %s%s set to %s from now", n,
              n == 1 ? "" : "s", key, prefix ? " (prefix)" : "", ttl_s);
     struct json j;
@@ -1592,6 +1677,20 @@ static int api_stats(void *arg, const struct admin_req *req, struct buf *out, co
     json_kv_int(&j, "collapsed", metric_value(ca->m_collapsed));
     json_kv_int(&j, "purged", metric_value(ca->m_purged));
     json_kv_int(&j, "body_bytes", metric_value(ca->m_bytes));
+    if (ca->disk) {
+        struct disk_stats ds;
+        disk_get_stats(ca->disk, &ds);
+        json_key(&j, "disk");
+        json_obj_begin(&j);
+        json_kv_int(&j, "objects", (int64_t)ds.objects);
+        json_kv_int(&j, "bytes", (int64_t)ds.bytes);
+        json_kv_int(&j, "writes", (int64_t)ds.writes);
+        json_kv_int(&j, "reads", (int64_t)ds.reads);
+        json_kv_int(&j, "evictions", (int64_t)ds.evictions);
+        json_kv_int(&j, "dropped", (int64_t)ds.dropped);
+        json_kv_int(&j, "errors", (int64_t)ds.errors);
+        json_obj_end(&j);
+    }
     json_kv_int(&j, "tls_handshakes", metrics_sum("ferry_tls_handshakes_total"));
     json_obj_end(&j);
     json_obj_end(&j);
@@ -1626,6 +1725,21 @@ static int cache_start(void *inst, const struct role_env *env)
     ca->m_fetch_err = metric_counter("ferry_cache_origin_errors_total", NULL, "Origin requests that failed");
     ca->m_collapsed = metric_counter("ferry_cache_collapsed_total", NULL, "Misses that waited for another fetch");
     ca->m_purged = metric_counter("ferry_cache_purged_total", NULL, "Objects removed by purge or invalidation");
+    ca->m_disk_hits = metric_counter("ferry_cache_disk_reads_total", NULL, "Objects read back from the disk tier");
+    if (ca->disk_path) {
+        char err[512];
+        ca->disk = disk_open(ca->disk_path, ca->disk_size, err, sizeof(err));
+        if (ca->disk == NULL) {
+            log_error("cache: disk tier: %s", err);
+            return -1;
+        }
+        metric_gauge_fn("ferry_cache_disk_objects", NULL, "Objects in the disk tier", gauge_disk_objects, ca->disk);
+        metric_gauge_fn("ferry_cache_disk_bytes", NULL, "Bytes charged in the disk tier", gauge_disk_bytes, ca->disk);
+        struct disk_stats ds;
+        disk_get_stats(ca->disk, &ds);
+        log_info("cache: disk tier %s: %" PRIu64 " objects, %" PRIu64 " bytes", ca->disk_path,
+                 ds.objects, ds.bytes);
+    }
     metric_gauge_fn("ferry_cache_objects", NULL, "Objects in the memory tier", gauge_objects, ca->store);
     metric_gauge_fn("ferry_cache_memory_bytes", NULL, "Bytes charged in the memory tier", gauge_bytes, ca->store);
     metric_gauge_fn("ferry_cache_evictions", NULL, "Objects evicted from the memory tier", gauge_evictions, ca->store);
@@ -1732,6 +1846,11 @@ static void cache_destroy(void *inst)
     if (ca == NULL)
         return;
     metric_unbind(ca->store);
+    if (ca->disk) {
+        metric_unbind(ca->disk);
+        disk_close(ca->disk);
+    }
+    free(ca->disk_path);
     for (unsigned i = 0; i < ca->nworkers; i++) {
         hsrv_destroy(ca->workers[i].srv);
         up_pool_destroy(ca->workers[i].pool);

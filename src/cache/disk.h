@@ -47,6 +47,10 @@ struct disk_record {
     struct cbody *body;   /* a reference */
 };
 
+/* Releases what rec holds (strings, body reference) and zeroes it; the
+ * struct itself stays (use after disk_record_parse on a caller's struct). */
+void disk_record_fini(struct disk_record *r);
+/* disk_record_fini, then free(r): for a record from disk_read_async. NULL is ignored. */
 void disk_record_free(struct disk_record *r);
 
 /*
@@ -57,7 +61,8 @@ void disk_record_write(const struct disk_record *rec, struct buf *out);
  * Parses a file's content data[0..len) into rec (allocating its fields).
  * Returns 0, or -1 when the data is not a complete, valid record (bad
  * magic or version, lengths that overrun, trailing garbage, checksum
- * mismatch). Never reads outside data[0..len).
+ * mismatch). Never reads outside data[0..len). On 0 the caller releases
+ * rec with disk_record_fini; on -1 rec is zeroed and holds nothing.
  */
 int disk_record_parse(const uint8_t *data, size_t len, struct disk_record *rec);
 
@@ -68,6 +73,7 @@ struct disk_stats {
     uint64_t reads;
     uint64_t evictions;
     uint64_t errors;     /* I/O failures and corrupt files removed */
+    uint64_t dropped;    /* puts not written: queue full, over a limit or the budget */
 };
 
 /*
@@ -76,7 +82,11 @@ struct disk_stats {
  * Returns NULL and a message in err on failure.
  */
 struct disk *disk_open(const char *dir, uint64_t budget, char *err, size_t errlen);
-/* Stops the threads (pending writes are finished) and frees the index. */
+/*
+ * Stops the threads (pending writes are finished; pending reads complete
+ * and their callbacks are posted, so their loops must outlive this call)
+ * and frees the index.
+ */
 void disk_close(struct disk *d);
 
 /*
@@ -96,8 +106,9 @@ typedef void (*disk_read_cb)(void *arg, struct disk_record *rec);
 
 /*
  * Reads file id on a reader thread, then calls cb(arg, rec) on loop
- * (rec is NULL if the file vanished or is corrupt; otherwise the callee
- * owns rec and frees it with disk_record_free).
+ * (rec is NULL if the file vanished or is corrupt, or too many reads are
+ * queued; otherwise the callee owns rec and frees it with disk_record_free).
+ * cb always runs exactly once, never from within this call.
  */
 void disk_read_async(struct disk *d, uint64_t id, struct loop *loop, disk_read_cb cb, void *arg);
 

@@ -53,6 +53,12 @@ struct cbody *cbody_create(size_t len)
     return b;
 }
 
+struct cbody *cbody_ref(struct cbody *b)
+{
+    atomic_fetch_add(&b->refs, 1);
+    return b;
+}
+
 void cbody_unref(struct cbody *b)
 {
     if (b && atomic_fetch_sub(&b->refs, 1) == 1)

@@ -68,6 +68,7 @@ void store_destroy(struct store *s);
 /* Allocates a body of len bytes with one reference (data uninitialised). */
 struct cbody *cbody_create(size_t len);
 void cbody_unref(struct cbody *b);
+struct cbody *cbody_ref(struct cbody *b);
 
 /* Allocates an object with one reference; the caller fills it in. */
 struct cobj *cobj_create(const char *key, size_t key_len);
