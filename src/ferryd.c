@@ -363,7 +363,9 @@ int main(int argc, char **argv)
         {"options", no_argument, NULL, 'O'},      {NULL, 0, NULL, 0},
     };
     struct daemon d = {0};
-    int test = 0, ch;
+    int test = 0, ch, rc = 0;
+    unsigned nthreads = 0;
+    char *pidf = NULL;
 
     log_set_ident("ferryd");
     while ((ch = getopt_long(argc, argv, "c:thV", longopts, NULL)) != -1) {
@@ -433,8 +435,10 @@ int main(int argc, char **argv)
             mem_wipe(tok, strlen(tok));
             free(tok);
         }
-        if (d.admin == NULL)
-            return 1;
+        if (d.admin == NULL) {
+            rc = 1;
+            goto out;
+        }
         admin_route(d.admin, "GET", "/status", api_status, &d);
         admin_route(d.admin, "POST", "/reload", api_reload, &d);
     }
@@ -449,10 +453,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < ARRAY_SIZE(roles); i++) {
         if (d.run.inst[i] && roles[i]->start(d.run.inst[i], &env) < 0) {
             log_error("cannot start the %s role", roles[i]->name);
-            return 1;
+            rc = 1;
+            goto out;
         }
     }
-    char *pidf = conf_str(&d.run.conf->root, "pid_file") ? xstrdup(conf_str(&d.run.conf->root, "pid_file")) : NULL;
+    pidf = conf_str(&d.run.conf->root, "pid_file") ? xstrdup(conf_str(&d.run.conf->root, "pid_file")) : NULL;
     if (pidf) {
         FILE *f = fopen(pidf, "w");
         if (f) {
@@ -462,9 +467,11 @@ int main(int argc, char **argv)
             log_warn("cannot write pid_file %s", pidf);
         }
     }
-    for (unsigned i = 0; i < d.nworkers; i++)
+    for (unsigned i = 0; i < d.nworkers; i++) {
         if (pthread_create(&d.threads[i], NULL, worker_main, d.workers[i]) != 0)
             fatal("pthread_create");
+        nthreads++;
+    }
     if (d.admin)
         admin_set_ready(d.admin, 1);
     log_info("ferryd %s started with %u worker%s", FERRY_VERSION, d.nworkers,
@@ -472,7 +479,9 @@ int main(int argc, char **argv)
 
     loop_run(d.main_loop);
 
-    for (unsigned i = 0; i < d.nworkers; i++)
+out:
+    /* One teardown path for a normal stop and for a failed start. */
+    for (unsigned i = 0; i < nthreads; i++)
         pthread_join(d.threads[i], NULL);
     loop_timer_stop(&d.stop_timer);
     for (size_t i = 0; i < ARRAY_SIZE(roles); i++)
@@ -491,6 +500,6 @@ int main(int argc, char **argv)
     if (pidf)
         unlink(pidf);
     free(pidf);
-    log_info("stopped");
-    return 0;
+    log_info(rc == 0 ? "stopped" : "not started");
+    return rc;
 }

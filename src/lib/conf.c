@@ -165,7 +165,7 @@ static void node_free(struct conf_node *n)
 }
 
 static int parse_file(struct conf *c, const char *path, int depth, struct conf_node ***tail,
-                      int block_depth);
+                      int block_depth, struct lexer *from);
 
 /* Splices `include` matches at *tail. */
 static int do_include(struct lexer *lx, const char *pattern, struct conf_node ***tail,
@@ -194,7 +194,7 @@ static int do_include(struct lexer *lx, const char *pattern, struct conf_node **
         rc = -1;
     } else {
         for (size_t i = 0; i < g.gl_pathc && rc == 0; i++)
-            rc = parse_file(lx->c, g.gl_pathv[i], lx->include_depth + 1, tail, block_depth);
+            rc = parse_file(lx->c, g.gl_pathv[i], lx->include_depth + 1, tail, block_depth, lx);
     }
     if (g_rc != GLOB_NOMATCH && g_rc != GLOB_NOSPACE && g_rc != GLOB_ABORTED)
         globfree(&g);
@@ -310,26 +310,33 @@ static int parse_text(struct conf *c, const char *file, const char *text, size_t
     return parse_body(&lx, tail, block_depth, 0);
 }
 
+/*
+ * Reads one file. Problems with the file itself are reported at the
+ * include line that named it (from), or without a location for the main
+ * file.
+ */
 static int parse_file(struct conf *c, const char *path, int depth, struct conf_node ***tail,
-                      int block_depth)
+                      int block_depth, struct lexer *from)
 {
     FILE *f = fopen(path, "r");
     struct stat st;
     char *text;
     int rc;
+    const char *problem = NULL;
 
-    if (f == NULL) {
-        conf_error(c, NULL, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-        conf_error(c, NULL, "%s: not a regular file", path);
-        fclose(f);
-        return -1;
-    }
-    if ((uint64_t)st.st_size > CONF_MAX_FILE) {
-        conf_error(c, NULL, "%s: larger than %u bytes", path, CONF_MAX_FILE);
-        fclose(f);
+    if (f == NULL)
+        problem = strerror(errno);
+    else if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode))
+        problem = "not a regular file";
+    else if ((uint64_t)st.st_size > CONF_MAX_FILE)
+        problem = "larger than 4 MiB";
+    if (problem) {
+        if (from)
+            lex_error(from, "include \"%s\": %s", path, problem);
+        else
+            conf_error(c, NULL, "%s: %s", path, problem);
+        if (f)
+            fclose(f);
         return -1;
     }
     text = xmalloc((size_t)st.st_size + 1);
@@ -588,7 +595,7 @@ struct conf *conf_load(const char *path, const struct conf_opt *schema)
 {
     struct conf *c = conf_new();
     struct conf_node **tail = &c->root.child;
-    if (parse_file(c, path, 0, &tail, 0) == 0 && schema != NULL)
+    if (parse_file(c, path, 0, &tail, 0, NULL) == 0 && schema != NULL)
         check_block(c, &c->root, schema);
     return c;
 }

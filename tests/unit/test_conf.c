@@ -103,6 +103,8 @@ static void test_errors_have_file_line(void **state)
     assert_error("cache;", "\"cache\" needs a { } block");
     assert_error("workers \"unterminated;", "unterminated string");
     assert_error("workers 99999999999999999999;", "invalid integer");
+    /* Found by fuzz_conf: a problem with an included file names the include line. */
+    assert_error("\ninclude /;", "/etc/ferry/test.conf:2: include \"/\": not a regular file");
 }
 
 static void test_several_errors_reported(void **state)
