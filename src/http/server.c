@@ -68,7 +68,8 @@ struct conn {
     enum cstate state;
     SSL *ssl;
     struct buf in;
-    size_t head_len;          /* of the request being served */
+    size_t head_len;          /* bytes of c->in that belong to the request being served */
+    struct buf head;          /* the current request head; c->pub.req points into it */
     struct http1_chunked chunked;
     struct buf body;          /* de-chunked request body */
     struct seg *out_head, **out_tail;
@@ -326,9 +327,14 @@ static void conn_want(struct conn *c)
         return;
     if (pending)
         ev |= LOOP_WRITE;
-    if (c->state == CS_HANDSHAKE)
+    /* Input is read only while a head or body is expected (and the TLS
+     * handshake, PROXY header and lingering close, which read on their
+     * own). During a response nothing is read: the request's body may
+     * point into c->in, and a pipelined request waits its turn. */
+    if (c->state == CS_HANDSHAKE || c->state == CS_PROXY || c->state == CS_LINGER)
         ev |= LOOP_READ;
-    else if (c->state != CS_CLOSING && !c->read_eof && buf_avail(&c->in) < cap)
+    else if ((c->state == CS_HEAD || c->state == CS_BODY) && !c->read_eof &&
+             buf_avail(&c->in) < cap)
         ev |= LOOP_READ;
     if (c->ssl && SSL_want_write(c->ssl))
         ev |= LOOP_WRITE;
@@ -339,6 +345,7 @@ static void conn_free_cb(void *arg)
 {
     struct conn *c = arg;
     buf_fini(&c->in);
+    buf_fini(&c->head);
     buf_fini(&c->body);
     free(c->stage);
     free(c->pbuf);
@@ -562,7 +569,18 @@ static void conn_process(struct conn *c)
                 fail_request(c, http1_err_status(r), http1_strerror(r));
                 return;
             }
-            c->head_len = (size_t)r;
+            /* Pin the head in its own buffer: c->in keeps moving (body
+             * bytes, pipelined requests, compaction) while handlers hold
+             * pointers into the parsed request for its whole life. */
+            buf_reset(&c->head);
+            buf_append(&c->head, buf_head(&c->in), (size_t)r);
+            buf_consume(&c->in, (size_t)r);
+            if (http1_parse_request(buf_head(&c->head), buf_avail(&c->head), &s->lim.http,
+                                    &c->pub.req) != r) {
+                fail_request(c, 500, "request head changed when copied");
+                return;
+            }
+            c->head_len = 0;
             c->pub.req_start_ns = time_mono_ns();
             c->pub.body = NULL;
             c->pub.body_len = 0;
@@ -743,7 +761,13 @@ static void conn_io(struct loop_io *io, unsigned events)
                 return;
         }
     }
-    if ((events & (LOOP_READ | LOOP_ERROR)) && c->state != CS_CLOSING && !c->read_eof) {
+    if ((events & LOOP_ERROR) && c->state == CS_RESPONSE && hconn_pending(&c->pub) == 0) {
+        /* The client is gone (reset or hung up) while we wait to answer. */
+        conn_close_now(c);
+        return;
+    }
+    if ((events & (LOOP_READ | LOOP_ERROR)) && (c->state == CS_HEAD || c->state == CS_BODY) &&
+        !c->read_eof) {
         ssize_t r = conn_read(c);
         if (r < 0) {
             c->read_eof = 1;
@@ -793,6 +817,7 @@ static void accept_cb(struct loop_io *io, unsigned events)
         c->pub.srv = s;
         c->pub.srv_ud = s->arg;
         buf_init(&c->in);
+        buf_init(&c->head);
         buf_init(&c->body);
         c->out_tail = &c->out_head;
         c->io.data = c;
