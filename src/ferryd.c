@@ -34,6 +34,7 @@
 #include "lib/role.h"
 #include "lib/util.h"
 #include "origin/origin.h"
+#include "switch/switch.h"
 #include "version.h"
 
 static const struct conf_opt admin_opts[] = {
@@ -58,10 +59,12 @@ static const struct conf_opt top_opts[] = {
     {.name = "cache", .type = CONF_BLOCK, .block = cache_opts, .help = "The cache server role."},
     {.name = "origin", .type = CONF_BLOCK, .block = origin_opts,
      .help = "The built-in static origin role."},
+    {.name = "switch", .type = CONF_BLOCK, .block = switch_opts,
+     .help = "The switch role: routes TLS connections to the cache holding their session."},
     {0},
 };
 
-static const struct role_ops *const roles[] = {&origin_role, &cache_role};
+static const struct role_ops *const roles[] = {&origin_role, &cache_role, &switch_role};
 
 struct running {
     struct conf *conf;

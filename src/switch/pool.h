@@ -1,0 +1,122 @@
+/*
+ * pool -- the switch's backends (the cache servers of its node group),
+ * their health, and the active health checker.
+ *
+ * A backend is shared by every worker thread and outlives the config
+ * generation that created it: a reload that keeps a backend (same name and
+ * addresses) keeps the same object, with its health and counters, and one
+ * that drops it leaves it alive until the last relayed connection through
+ * it ends. So backends are reference counted: each sw_pool holds one
+ * reference per backend, each connection holds one while it uses it.
+ *
+ * Health is one atomic flag per backend, read by workers on every
+ * decision. It is written by the checker (active checks on one loop, the
+ * main one: TCP connect, or an HTTP GET whose status must be 2xx, every
+ * interval, `rise` successes to come back, `fall` failures to go) and by
+ * workers (passive detection: `passive_fall` consecutive failed connects
+ * take a backend out at once; only the checker brings it back).
+ */
+#ifndef FERRY_SWITCH_POOL_H
+#define FERRY_SWITCH_POOL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/loop.h"
+#include "lib/metrics.h"
+#include "lib/net.h"
+
+/* The policy steps, also the label values of the routing metrics. */
+enum sw_step {
+    SW_STEP_PSK = 0,     /* TLS 1.3 pre_shared_key identity carries a label */
+    SW_STEP_TICKET,      /* TLS 1.2 session ticket key_name carries a label */
+    SW_STEP_SESSION_ID,  /* legacy session ID carries a label */
+    SW_STEP_STICKY,      /* client address in the sticky table */
+    SW_STEP_HASH,        /* rendezvous hash of the client address */
+    SW_STEP_LEASTCONN,   /* fewest active connections */
+    SW_STEP_ROUNDROBIN,  /* the next backend in turn (a baseline) */
+    SW_STEP_URL,         /* plain HTTP: rendezvous hash of Host and target */
+    SW_STEP_FALLBACK,    /* no step decided: any backend left */
+    SW_NSTEPS
+};
+
+/* The name of a step ("psk", ...), as in configs and metric labels. */
+const char *sw_step_name(enum sw_step s);
+/* Parses a step name (not "fallback", which is implied). Returns 0 or -1. */
+int sw_step_parse(const char *name, enum sw_step *out);
+
+enum { SW_HS_FULL = 0, SW_HS_RESUMED = 1 };
+
+struct sw_backend {
+    _Atomic int refs;
+    char *name;                  /* owned */
+    uint64_t id;                 /* rendezvous identity: keyed hash of name */
+    struct net_addr addr;        /* where TLS listeners forward */
+    struct net_addr http;        /* where plain HTTP listeners forward (has_http) */
+    struct net_addr check;       /* health-check target (default: addr) */
+    int has_http;
+    unsigned label;              /* 0 = none */
+    _Atomic int up;              /* in service */
+    _Atomic unsigned active;     /* connections routed here and not yet closed */
+    _Atomic unsigned passive_fails; /* consecutive failed connects */
+    /* Metrics, bound by sw_backend_bind_metrics (NULL before). */
+    struct metric *m_routed[SW_NSTEPS];
+    struct metric *m_hs[SW_NSTEPS][2];
+    struct metric *m_up, *m_active, *m_connect_fail, *m_check_fail;
+};
+
+struct sw_pool {
+    struct sw_backend **b;       /* owned array; one reference per entry */
+    size_t n;
+};
+
+/* Creates a backend with one reference; up, no metrics yet. name is copied. */
+struct sw_backend *sw_backend_create(const char *name, uint64_t id);
+struct sw_backend *sw_backend_ref(struct sw_backend *b);
+/* Drops a reference; the last one frees. Any thread. */
+void sw_backend_unref(struct sw_backend *b);
+/* Registers b's metric series (main thread; idempotent per name). */
+void sw_backend_bind_metrics(struct sw_backend *b);
+/* Same name and addresses and label (so a reload may keep the old object). */
+int sw_backend_same(const struct sw_backend *a, const struct sw_backend *b);
+/* Marks up or down and logs the change (why: a short reason). Any thread. */
+void sw_backend_set_up(struct sw_backend *b, int up, const char *why);
+/*
+ * Passive detection: a connect through b failed (or succeeded, ok=1).
+ * After fall consecutive failures the backend goes down (fall 0 = never).
+ */
+void sw_backend_passive(struct sw_backend *b, int ok, unsigned fall);
+
+/* Frees a pool's array after dropping its references. */
+void sw_pool_fini(struct sw_pool *p);
+/* The backend named name, or NULL. */
+struct sw_backend *sw_pool_find(const struct sw_pool *p, const char *name);
+/* The backend with identity id, or NULL. */
+struct sw_backend *sw_pool_by_id(const struct sw_pool *p, uint64_t id);
+
+enum sw_check_type { SW_CHECK_OFF = 0, SW_CHECK_TCP, SW_CHECK_HTTP };
+
+struct sw_check_conf {
+    enum sw_check_type type;
+    char path[256];              /* HTTP: request target, e.g. /healthz */
+    int64_t interval_ms;
+    int64_t timeout_ms;
+    unsigned rise, fall;
+};
+
+struct sw_checker;
+
+/* Creates a checker on loop l (no checks until sw_checker_set). */
+struct sw_checker *sw_checker_create(struct loop *l);
+/*
+ * Makes the checker check exactly the backends of pool with conf: checks
+ * of backends no longer in the pool stop, new ones start (the first after
+ * a short random delay). Loop thread only.
+ */
+void sw_checker_set(struct sw_checker *ck, const struct sw_pool *pool,
+                    const struct sw_check_conf *conf);
+/* Stops every check and frees the checker. Loop thread only. */
+void sw_checker_destroy(struct sw_checker *ck);
+
+#endif
