@@ -1,8 +1,11 @@
 #!/bin/sh
-# make demo: a small CDN on loopback, in the foreground until Ctrl-C.
+# make demo: a CDN node on loopback, in the foreground until Ctrl-C.
 #
-#   origin   127.0.10.10:8080        the built-in origin role serving demo/www
-#   cache    127.0.1.11:8080 (http), :8443 (https), :9000 (admin)
+#   origin    127.0.10.10:8080       the built-in origin role serving the demo content
+#   switch    127.0.1.10:8443 (https), :8080 (http), :9000 (admin)
+#             routes each TLS connection to the cache holding its session
+#   cache 1-3 127.0.1.11-13: :8443 https and :8080 http for direct use,
+#             :8444/:8081 the same behind the switch (PROXY protocol), :9000 admin
 #
 # Writes a demo CA and certificates, the configs and topology.json into
 # demo/run/ (or $FERRY_DEMO_DIR), prints commands to try, and stops every
@@ -16,7 +19,8 @@ ferryd=$build/ferryd
 ferryctl=$build/ferryctl
 host=www.example.test
 origin_addr=127.0.10.10
-cache_addr=127.0.1.11
+switch_addr=127.0.1.10
+caches="1 2 3"
 
 [ -x "$ferryd" ] || { echo "demo: $ferryd not built (run make)" >&2; exit 1; }
 mkdir -p "$run"
@@ -58,28 +62,55 @@ origin {
 }
 CONF
 
-cat > cache.conf <<CONF
-# One cache server (surrogate) in front of the origin.
-error_log $run/cache.log;
+for i in $caches; do
+    addr=127.0.1.1$i
+    cat > cache$i.conf <<CONF
+# Cache server $i of the node group, label $i.
+error_log $run/cache$i.log;
 admin {
-    listen $cache_addr:9000;
+    listen $addr:9000;
     token_file $run/token;
 }
 cache {
-    name demo-cache-1;
-    listen $cache_addr:8080;
-    listen_tls $cache_addr:8443;
+    name demo-cache-$i;
+    listen $addr:8080;
+    listen $addr:8081 proxy_protocol;
+    listen_tls $addr:8443;
+    listen_tls $addr:8444 proxy_protocol;
     certificate $run/www.pem $run/www.key;
+    tls_label $i;
     memory 64m;
-    access_log $run/access.log;
+    access_log $run/access$i.log;
     publisher $host {
         origin http://$origin_addr:8080;
     }
 }
 CONF
+done
 
-"$ferryd" -t -c origin.conf >/dev/null
-"$ferryd" -t -c cache.conf >/dev/null
+cat > switch.conf <<CONF
+# The node's switch: reads ClientHellos, never decrypts.
+error_log $run/switch.log;
+admin {
+    listen $switch_addr:9000;
+    token_file $run/token;
+}
+switch {
+    listen $switch_addr:8443;
+    listen_http $switch_addr:8080;
+    policy psk ticket session_id sticky hash;
+    http_policy url hash;
+    proxy_protocol on;
+    health_check http;
+    backend cache-1 127.0.1.11:8444 label 1 http 127.0.1.11:8081 check 127.0.1.11:9000;
+    backend cache-2 127.0.1.12:8444 label 2 http 127.0.1.12:8081 check 127.0.1.12:9000;
+    backend cache-3 127.0.1.13:8444 label 3 http 127.0.1.13:8081 check 127.0.1.13:9000;
+}
+CONF
+
+for c in origin.conf cache1.conf cache2.conf cache3.conf switch.conf; do
+    "$ferryd" -t -c "$c" >/dev/null
+done
 
 pids=""
 cleanup() {
@@ -92,12 +123,20 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 "$ferryd" -c origin.conf & pids="$pids $!"
-"$ferryd" -c cache.conf & pids="$pids $!"
+for i in $caches; do
+    "$ferryd" -c cache$i.conf & pids="$pids $!"
+done
+"$ferryd" -c switch.conf & pids="$pids $!"
 
 # Wait until both answer (poll, bounded).
 i=0
-until curl -s -o /dev/null "http://$origin_addr:8080/" && \
-      curl -s -o /dev/null "http://$cache_addr:9000/readyz"; do
+ready() {
+    curl -sf -o /dev/null "http://$origin_addr:8080/" || return 1
+    for a in 127.0.1.11 127.0.1.12 127.0.1.13 $switch_addr; do
+        curl -sf -o /dev/null "http://$a:9000/readyz" || return 1
+    done
+}
+until ready; do
     i=$((i + 1))
     [ $i -lt 200 ] || { echo "demo: services did not start; see $run/*.log" >&2; exit 1; }
     sleep 0.05
@@ -109,7 +148,13 @@ cat > topology.json.tmp <<JSON
  "services": [
   {"name": "demo-origin", "cdn": "demo", "role": "origin", "address": "$origin_addr",
    "ports": {"http": 8080}},
-  {"name": "demo-cache-1", "cdn": "demo", "role": "cache", "label": 1, "address": "$cache_addr",
+  {"name": "demo-switch", "cdn": "demo", "role": "switch", "address": "$switch_addr",
+   "ports": {"https": 8443, "http": 8080, "admin": 9000}},
+  {"name": "demo-cache-1", "cdn": "demo", "role": "cache", "label": 1, "address": "127.0.1.11",
+   "ports": {"https": 8443, "http": 8080, "admin": 9000}},
+  {"name": "demo-cache-2", "cdn": "demo", "role": "cache", "label": 2, "address": "127.0.1.12",
+   "ports": {"https": 8443, "http": 8080, "admin": 9000}},
+  {"name": "demo-cache-3", "cdn": "demo", "role": "cache", "label": 3, "address": "127.0.1.13",
    "ports": {"https": 8443, "http": 8080, "admin": 9000}}
  ]}
 JSON
@@ -118,15 +163,21 @@ mv topology.json.tmp topology.json
 cat <<TXT
 Ferry demo is running (Ctrl-C stops it). Topology: $run/topology.json
 
-Try:
-  curl -si --cacert $run/ca.pem --resolve $host:8443:$cache_addr https://$host:8443/
-  curl -si -H 'Host: $host' http://$cache_addr:8080/static/app.css     # twice: MISS, then HIT
-  curl -s -o /dev/null -w '%{http_code} %{size_download}\n' -H 'Host: $host' http://$cache_addr:8080/static/big.bin
-  $ferryctl -c $run/cache.conf stats
-  $ferryctl -c $run/cache.conf purge http://$host/static/app.css
-  $ferryctl -c $run/cache.conf expire --prefix http://$host/ 0
-  curl -s http://$cache_addr:9000/metrics | grep ferry_cache
-  tail -f $run/access.log
+Through the switch (it routes each TLS session back to the cache that holds it):
+  curl -si --cacert $run/ca.pem --resolve $host:8443:$switch_addr https://$host:8443/
+  openssl s_client -connect $switch_addr:8443 -servername $host -CAfile $run/ca.pem -sess_out $run/sess.pem </dev/null
+  openssl s_client -connect $switch_addr:8443 -servername $host -CAfile $run/ca.pem -sess_in $run/sess.pem </dev/null | grep Reused
+  $ferryctl -c $run/switch.conf switch
+Plain HTTP (the switch hashes the URL, so each object lives on one cache):
+  curl -si -H 'Host: $host' http://$switch_addr:8080/static/app.css     # twice: MISS, then HIT
+  curl -s -o /dev/null -w '%{http_code} %{size_download}\n' -H 'Host: $host' http://$switch_addr:8080/static/big.bin
+A cache directly, and its admin API:
+  curl -si -H 'Host: $host' http://127.0.1.11:8080/
+  $ferryctl -c $run/cache1.conf stats
+  $ferryctl -c $run/cache1.conf purge http://$host/static/app.css
+  $ferryctl -c $run/cache1.conf expire --prefix http://$host/ 0
+  curl -s http://127.0.1.11:9000/metrics | grep ferry_
+  tail -f $run/access1.log
 TXT
 
 wait
