@@ -171,13 +171,18 @@ def procs():
     """Collects Ferryd/Proc objects and stops them at teardown."""
     started = []
     yield started
+    # Stop every process even when one of them reports a problem, then
+    # report the first problem.
+    first = None
     for p in reversed(started):
         try:
             p.stop()
-        except Exception:
+        except Exception as e:
             if isinstance(p, Ferryd) and p.proc:
                 p.proc.stop(signal.SIGKILL)
-            raise
+            first = first or e
+    if first:
+        raise first
 
 
 @pytest.fixture(scope="session")
