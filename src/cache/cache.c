@@ -285,7 +285,9 @@ static void serve_obj(struct creq *r, struct cobj *o, enum xc xc)
     } else if (status != 304 && status != 204) {
         buf_printf(&h, "Content-Length: %zu\r\n", len);
     }
-    if (status == 200 && o->meta.status == 200)
+    /* Ranges are served from stored 200s; say so unless the origin's own
+     * Accept-Ranges is among the stored fields. */
+    if (status == 200 && o->meta.status == 200 && !o->has_accept_ranges)
         buf_puts(&h, "Accept-Ranges: bytes\r\n");
     buf_puts(&h, c->closing ? "Connection: close\r\n\r\n" : "\r\n");
     send_head(r, &h);
@@ -442,6 +444,7 @@ static struct cobj *make_obj(struct creq *r, int status, const char *fields, siz
     struct cobj *o = cobj_create(r->key, r->key_len);
     cache_meta_from_response(&o->meta, &m, request_time, response_time, r->set->targeted);
     o->lifetime = cache_lifetime(&o->meta, r->set->heuristic_pct, r->set->heuristic_max);
+    o->has_accept_ranges = http1_find(&m, "accept-ranges") != NULL;
     const struct http1_hdr *et = http1_find(&m, "etag");
     if (et) {
         o->etag = xstrndup(et->value, et->value_len);

@@ -45,6 +45,7 @@ struct cobj {
     char *etag;                 /* owned, or NULL */
     size_t etag_len;
     char *fields;               /* owned: "Name: value\r\n" lines to send */
+    int has_accept_ranges;      /* fields carry the origin's Accept-Ranges */
     size_t fields_len;
     struct cbody *body;         /* a reference */
     struct evict_node ev;       /* owned by the store while linked */

@@ -38,6 +38,7 @@ struct loop {
     struct loop_timer **heap; /* owned array; timers owned by their owners */
     size_t heap_len, heap_cap;
 
+    struct loop_io *dirty;     /* watchers whose events changed this iteration */
     struct callq deferred;     /* loop thread only */
     pthread_mutex_t post_lock; /* guards posted */
     struct callq posted;
@@ -119,8 +120,11 @@ int loop_io_start(struct loop *l, struct loop_io *io, int fd, unsigned events, l
 
     io->fd = fd;
     io->events = events;
+    io->kevents = events;
     io->cb = cb;
     io->loop = l;
+    io->dirty = 0;
+    io->dnext = io->dprev = NULL;
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         io->fd = -1;
         return -errno;
@@ -128,22 +132,59 @@ int loop_io_start(struct loop *l, struct loop_io *io, int fd, unsigned events, l
     return 0;
 }
 
+static void dirty_unlink(struct loop_io *io)
+{
+    struct loop *l = io->loop;
+    if (!io->dirty)
+        return;
+    if (io->dprev)
+        io->dprev->dnext = io->dnext;
+    else
+        l->dirty = io->dnext;
+    if (io->dnext)
+        io->dnext->dprev = io->dprev;
+    io->dnext = io->dprev = NULL;
+    io->dirty = 0;
+}
+
 int loop_io_modify(struct loop_io *io, unsigned events)
 {
-    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
-
-    if (io->fd < 0 || io->events == events)
+    struct loop *l = io->loop;
+    if (io->fd < 0)
         return 0;
-    if (epoll_ctl(io->loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
-        return -errno;
     io->events = events;
+    if (!io->dirty && events != io->kevents) {
+        io->dirty = 1;
+        io->dprev = NULL;
+        io->dnext = l->dirty;
+        if (l->dirty)
+            l->dirty->dprev = io;
+        l->dirty = io;
+    }
     return 0;
+}
+
+/* Hands the iteration's interest changes to epoll. */
+static void apply_dirty(struct loop *l)
+{
+    while (l->dirty) {
+        struct loop_io *io = l->dirty;
+        dirty_unlink(io);
+        if (io->fd < 0 || io->events == io->kevents)
+            continue;
+        struct epoll_event ev = {.events = to_epoll(io->events), .data.ptr = io};
+        if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
+            log_warn("loop: epoll_ctl(MOD) fd %d", io->fd);
+        else
+            io->kevents = io->events;
+    }
 }
 
 void loop_io_stop(struct loop_io *io)
 {
     if (io->fd < 0 || io->loop == NULL)
         return;
+    dirty_unlink(io);
     epoll_ctl(io->loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->fd = -1;
     io->cb = NULL;
@@ -293,6 +334,7 @@ int loop_run(struct loop *l)
     atomic_store(&l->stopping, 0);
     while (!atomic_load(&l->stopping)) {
         int timeout = -1;
+        apply_dirty(l);
         l->now_ms = time_mono_ms();
         if (l->deferred.len > 0) {
             timeout = 0;

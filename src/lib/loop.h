@@ -12,8 +12,9 @@
  *   4. run deferred and posted calls (this is where objects are freed, so
  *      a watcher stopped in phase 2 is never called again in the same
  *      batch with freed memory).
- * Everything but loop_post and loop_stop must be called from the loop's
- * own thread.
+ * Interest changes (loop_io_modify) are applied in one batch just before
+ * phase 1. Everything but loop_post and loop_stop must be called from the
+ * loop's own thread.
  */
 #ifndef FERRY_LIB_LOOP_H
 #define FERRY_LIB_LOOP_H
@@ -39,6 +40,10 @@ struct loop_io {
     loop_io_cb cb;
     struct loop *loop;
     void *data;        /* for the owner */
+    /* private: changes of events reach the kernel once per iteration */
+    unsigned kevents;  /* what epoll has */
+    struct loop_io *dnext, *dprev;
+    int dirty;
 };
 
 struct loop_timer {
@@ -70,7 +75,11 @@ int64_t loop_now_ms(const struct loop *l);
  * its owner and must stay valid until loop_io_stop. Returns 0 or -errno.
  */
 int loop_io_start(struct loop *l, struct loop_io *io, int fd, unsigned events, loop_io_cb cb);
-/* Changes the requested events. Returns 0 or -errno. */
+/*
+ * Changes the requested events. The change reaches epoll just before the
+ * loop next waits, so a watcher may change its mind several times in one
+ * iteration for the price of at most one epoll_ctl. Returns 0.
+ */
 int loop_io_modify(struct loop_io *io, unsigned events);
 /* Stops watching; the callback is not called again. Safe to call twice. */
 void loop_io_stop(struct loop_io *io);

@@ -175,6 +175,7 @@ def test_head_and_range_and_conditional_from_cache(cdn):
     out = raw_request(cdn.addr, 8080, b"HEAD /fresh/bin HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n")
     s, h, b = parse_response(out)
     assert s == 200 and b == b"" and h["content-length"] == [str(len(body))] and xcache(h) == "HIT"
+    assert len(cdn.get("/fresh/bin")[1]["accept-ranges"]) == 1  # nginx's own, not a second one
     s, h, b = cdn.get("/fresh/bin", "-r", "100-199")
     assert s == 206 and b == body[100:200] and h["content-range"] == [f"bytes 100-199/{len(body)}"]
     s, h, b = cdn.get("/fresh/bin", "-r", "20000-")
