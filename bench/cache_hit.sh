@@ -26,7 +26,8 @@ Per run it records requests/s, p99 latency, server CPU per request
 (utime+stime of the server's whole process tree from /proc/PID/stat, over the
 run, divided by wrk's request count), the hypervisor steal and the other load
 (busy jiffies in /proc/stat not spent by the server or wrk), both in % of one
-core. A run whose steal or other load exceeds 25% of a core is retried once.
+core. A run whose steal or other load exceeds 25% of a core is retried once
+(unless the retry would take the whole run past BENCH_BUDGET seconds).
 At the end it checks that the origin saw only the warm-up requests.
 
 An unpinned ("shared") variant follows: the same servers, their affinity
@@ -38,6 +39,7 @@ Environment:
   BENCH_CONNECTIONS=64  wrk connections
   BENCH_UNPINNED=1      0 skips the unpinned variant
   BENCH_UNPINNED_DURATION=5
+  BENCH_BUDGET=540      seconds; no retries once they would pass it
   FERRY_BUILD=build     where ferryd is
   BENCH_RESULTS=bench/results
 
@@ -72,6 +74,14 @@ HOST = "bench.test"
 HZ = os.sysconf("SC_CLK_TCK")
 SIZES = {"1k": 1024, "100k": 100 * 1024}
 RETRY_LIMIT = 25.0  # % of one core, steal or other load
+# Retries stop when they would push the whole benchmark past this many seconds.
+BUDGET = float(os.environ.get("BENCH_BUDGET", "540"))
+RUN_OVERHEAD = 0.5  # seconds per wrk run beyond -d
+T0 = time.monotonic()
+
+
+def time_left(needed):
+    return time.monotonic() - T0 + needed <= BUDGET
 
 
 def log(msg):
@@ -427,15 +437,20 @@ def machine_facts():
                 break
     ver = lambda argv: subprocess.run(argv, capture_output=True, text=True, timeout=10)
     nginx_v = ver(["nginx", "-v"]).stderr.strip().replace("nginx version: ", "")
-    varnish_v = ver(["varnishd", "-V"]).stderr.strip().splitlines()[0] if True else ""
-    wrk_v = ver(["wrk", "-v"]).stdout.strip().splitlines()[0] if ver(["wrk", "-v"]).stdout else "wrk"
+    varnish_v = (ver(["varnishd", "-V"]).stderr.strip().splitlines() or ["varnish"])[0]
+    wrk_v = (ver(["wrk", "-v"]).stdout.strip().splitlines() or ["wrk"])[0]
     ossl = ver(["openssl", "version"]).stdout.strip()
     try:
-        rev = ver(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip()
-        dirty = ver(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
-        rev += " (with uncommitted changes)" if dirty else ""
+        rev = ver(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip() or "?"
+        dirty = ver(["git", "-C", ROOT, "status", "--porcelain", "--", "src"]).stdout.strip()
+        rev += " (with uncommitted changes in src/)" if dirty else ""
     except Exception:
         rev = "?"
+    try:
+        built = datetime.datetime.fromtimestamp(os.stat(FERRYD).st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+        rev += f", {FERRYD} built {built}"
+    except OSError:
+        pass
     return {"nproc": os.cpu_count(), "model": model, "kernel": os.uname().release,
             "nginx": nginx_v, "varnish": varnish_v, "wrk": wrk_v.split(" [")[0], "openssl": ossl,
             "ferry": rev}
@@ -466,6 +481,15 @@ def main():
         with open(os.path.join(dirs["origin"], "www", name), "wb") as f:
             f.write(bytes(rng.randrange(256) for _ in range(n)))
 
+    a = proc_stat()
+    time.sleep(2)
+    b = proc_stat()
+    idle_busy = 100.0 * (b["busy"] - a["busy"]) / HZ / 2
+    idle_steal = 100.0 * (b["steal"] - a["steal"]) / HZ / 2
+    if idle_busy > RETRY_LIMIT:
+        log(f"warning: the machine is already busy ({idle_busy:.0f}% of a core); requests/s will be noisy, "
+            "CPU per request less so")
+    facts = machine_facts()
     ca, cert, key = make_pki(dirs["pki"])
     origin = f"{o_addr}:{PORT}"
     errors = []
@@ -523,7 +547,7 @@ def main():
         results = {}  # (variant, scheme, size, server) -> [run]
         runs_log = []
 
-        def one(variant, scheme, size, s, duration, pinned, rnd):
+        def one(variant, scheme, size, s, duration, pinned, rnd, remaining):
             srv = servers[s]
             url = srv.url(scheme, size)
             for attempt in (1, 2):
@@ -550,32 +574,37 @@ def main():
                 log(f"{variant:8} r{rnd} {s:7} {scheme:5} {size:4}: {fmt_num(r['rps'])} req/s, "
                     f"p99 {fmt_num(r['p99_ms'], 2)} ms, {fmt_num(r['cpu_us_per_req'], 1)} us CPU/req, "
                     f"server {r['server_cpu_pct']:.0f}%, steal {r['steal_pct']:.1f}%, other {r['other_pct']:.1f}%"
-                    + (" (retrying)" if attempt == 1 and max(r["steal_pct"], r["other_pct"]) > RETRY_LIMIT else ""))
+                    + (" (retrying)" if attempt == 1 and max(r["steal_pct"], r["other_pct"]) > RETRY_LIMIT
+                       and time_left(duration + RUN_OVERHEAD + remaining) else ""))
                 if srv.proc.poll() is not None:
                     raise SystemExit(f"cache_hit: {s} died; stopping.\n" + errors[-1])
-                if attempt == 1 and max(r["steal_pct"], r["other_pct"]) > RETRY_LIMIT:
-                    r["discarded"] = True
-                    continue
+                if max(r["steal_pct"], r["other_pct"]) > RETRY_LIMIT:
+                    if attempt == 1 and time_left(duration + RUN_OVERHEAD + remaining):
+                        r["discarded"] = True
+                        continue
+                    r["noisy"] = "not retried (time budget)" if attempt == 1 else "busy on retry too"
                 results.setdefault((variant, scheme, size, s), []).append(r)
                 return
 
+        plan = []
         for rnd in range(1, ROUNDS + 1):
             for scheme, size in cases:
                 order = servers_for(scheme)
                 if rnd % 2 == 0:
                     order = list(reversed(order))
-                for s in order:
-                    one("pinned", scheme, size, s, DURATION, True, rnd)
-
+                plan += [("pinned", scheme, size, s, DURATION, True, rnd) for s in order]
         if UNPINNED:
-            for s in servers.values():
-                set_affinity_tree(s.proc.pid, "0-%d" % (os.cpu_count() - 1))
             for rnd in range(1, ROUNDS + 1):
                 order = ["nginx", "ferry", "varnish"]
                 if rnd % 2 == 0:
                     order = list(reversed(order))
-                for s in order:
-                    one("unpinned", "http", "1k", s, UNPINNED_DURATION, False, rnd)
+                plan += [("unpinned", "http", "1k", s, UNPINNED_DURATION, False, rnd) for s in order]
+        for i, step in enumerate(plan):
+            if step[0] == "unpinned" and plan[i - 1][0] == "pinned":
+                for srv in servers.values():
+                    set_affinity_tree(srv.proc.pid, "0-%d" % (os.cpu_count() - 1))
+            remaining = sum(st[4] + RUN_OVERHEAD for st in plan[i + 1:])
+            one(*step, remaining=remaining)
 
         after = origin_requests(dirs["origin"])
         if after != warm_origin:
@@ -587,17 +616,21 @@ def main():
                 sck.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 chunks = []
                 while True:
-                    b = sck.recv(65536)
-                    if not b:
+                    chunk = sck.recv(65536)
+                    if not chunk:
                         break
-                    chunks.append(b)
+                    chunks.append(chunk)
             ferry_metrics = b"".join(chunks).decode(errors="replace")
         except OSError as e:
             ferry_metrics = f"(metrics unavailable: {e})"
-    finally:
+    except BaseException:
         stop_all()
+        log(f"logs kept in {work}")
+        raise
+    stop_all()
 
-    report = render(results, runs_log, errors, warm_origin, after, machine_facts(), ferry_metrics)
+    facts["idle"] = f"{idle_busy:.0f}% of a core busy, {idle_steal:.0f}% steal"
+    report = render(results, runs_log, errors, warm_origin, after, facts, ferry_metrics)
     print(report)
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "cache_hit-%s.md" % datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S"))
@@ -613,6 +646,7 @@ def render(results, runs_log, errors, warm_origin, after, facts, ferry_metrics):
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     L.append(f"# Cache hits: ferryd against nginx proxy_cache and Varnish ({now})\n")
     L.append(f"- machine: {facts['nproc']} CPUs, {facts['model']}, kernel {facts['kernel']}")
+    L.append(f"- before the run (2 s, nothing of ours running): {facts['idle']}")
     L.append(f"- {facts['nginx']}, {facts['varnish']}, {facts['wrk']}, {facts['openssl']}; ferry {facts['ferry']}")
     L.append(f"- load: `wrk -t1 -c{CONNS} -d{DURATION}s --latency` on CPU1, keep-alive; servers on CPU0, "
              f"1 worker each; {ROUNDS} rounds alternating the servers; median (min–max)")
@@ -654,7 +688,7 @@ def render(results, runs_log, errors, warm_origin, after, facts, ferry_metrics):
 
     L.append("## Every run\n")
     L.append("Steal and other load are % of one core over the run (other = busy CPU not used by the server or "
-             "wrk). Runs over 25% are retried once; the discarded attempt is marked.\n")
+             "wrk). Runs over 25% are retried once (time budget permitting); the discarded attempt is marked.\n")
     L.append("| variant | round | server | case | req/s | p99 ms | CPU µs/req | server CPU % | steal % | other % | errors |")
     L.append("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in runs_log:
@@ -664,7 +698,9 @@ def render(results, runs_log, errors, warm_origin, after, facts, ferry_metrics):
         if r["sockerr"]:
             err.append(r["sockerr_text"])
         if r.get("discarded"):
-            err.append("discarded (load)")
+            err.append("discarded (load), retried")
+        if r.get("noisy"):
+            err.append("load over 25%: " + r["noisy"])
         L.append(f"| {r['variant']} | {r['round']} | {r['server']} | {r['scheme'].upper()} {r['size']} | "
                  f"{fmt_num(r['rps'])} | {fmt_num(r['p99_ms'], 2)} | {fmt_num(r['cpu_us_per_req'], 1)} | "
                  f"{r['server_cpu_pct']:.0f} | {r['steal_pct']:.1f} | {r['other_pct']:.1f} | {', '.join(err)} |")
