@@ -139,22 +139,34 @@ static uint16_t crc16_byte(uint16_t crc, uint8_t b)
 }
 
 /*
- * The prefix codec's check value: a CRC-16 (poly 0x1021, init 0xffff) over
- * the identifier length, then every byte but the check value itself
- * (bytes 3-4). A CRC rather than a hash because it has a guarantee a hash
- * lacks: every error burst of up to 16 bits, so every single damaged byte,
- * is caught. On random input it is as uniform as any 16-bit hash, which is
- * all the false-accept figure relies on. Mixing in the length means a
- * truncated or extended identifier is checked against a different value.
+ * The prefix codec keeps its five header bytes at the END of the
+ * identifier (offset len - 5): tag and version, the label (2 bytes), the
+ * check value (2 bytes). The bytes in front are random. OpenSSL's server
+ * session cache hashes a session by the first four bytes of its ID, so a
+ * constant header in front would put every session of one cache in one
+ * hash chain and make each lookup linear in the number of sessions
+ * (measured: 384 -> 2,983 us of CPU per TLS 1.2 handshake after 30,000
+ * sessions). Random leading bytes keep that table spread.
+ */
+#define PREFIX_HDR 5
+
+/*
+ * The check value: a CRC-16 (poly 0x1021, init 0xffff) over the identifier
+ * length, then every byte but the check value itself. A CRC rather than a
+ * hash because it has a guarantee a hash lacks: every error burst of up to
+ * 16 bits, so every single damaged byte, is caught. On random input it is
+ * as uniform as any 16-bit hash, which is all the false-accept figure
+ * relies on. Mixing in the length means a truncated or extended identifier
+ * is checked against a different value.
  */
 static uint16_t prefix_check(const uint8_t *id, size_t len)
 {
     uint16_t crc = 0xffff;
-    size_t i;
+    size_t i, chk = len - PREFIX_HDR + 3;
 
     crc = crc16_byte(crc, (uint8_t)len);
     for (i = 0; i < len; i++) {
-        if (i == 3 || i == 4)
+        if (i == chk || i == chk + 1)
             continue;
         crc = crc16_byte(crc, id[i]);
     }
@@ -164,18 +176,19 @@ static uint16_t prefix_check(const uint8_t *id, size_t len)
 static int prefix_encode(uint8_t version, unsigned label, uint8_t *out, size_t len)
 {
     uint16_t check;
+    uint8_t *h = out + len - PREFIX_HDR;
 
     if (version > 15 || label < 1 || label > SID_MAX_LABEL || len < SID_PREFIX_MIN_LEN
         || len > SID_MAX_LEN)
         return -1;
     if (RAND_bytes(out, (int)len) != 1)
         return -1;
-    out[0] = (uint8_t)(version << 4 | SID_PREFIX_TAG);
-    out[1] = (uint8_t)(label >> 8);
-    out[2] = (uint8_t)label;
+    h[0] = (uint8_t)(version << 4 | SID_PREFIX_TAG);
+    h[1] = (uint8_t)(label >> 8);
+    h[2] = (uint8_t)label;
     check = prefix_check(out, len);
-    out[3] = (uint8_t)(check >> 8);
-    out[4] = (uint8_t)check;
+    h[3] = (uint8_t)(check >> 8);
+    h[4] = (uint8_t)check;
     return 0;
 }
 
@@ -206,14 +219,17 @@ unsigned sid_decode(const struct sid_codec *c, const uint8_t *id, size_t len)
     case SID_CODEC_PREFIX:
         if (c->version > 15 || len < SID_PREFIX_MIN_LEN)
             return 0;
-        if (id[0] != (uint8_t)(c->version << 4 | SID_PREFIX_TAG))
-            return 0;
-        label = (unsigned)id[1] << 8 | id[2];
-        if (label == 0)
-            return 0;
-        if ((uint16_t)(id[3] << 8 | id[4]) != prefix_check(id, len))
-            return 0;
-        return label;
+        {
+            const uint8_t *h = id + len - PREFIX_HDR;
+            if (h[0] != (uint8_t)(c->version << 4 | SID_PREFIX_TAG))
+                return 0;
+            label = (unsigned)h[1] << 8 | h[2];
+            if (label == 0)
+                return 0;
+            if ((uint16_t)(h[3] << 8 | h[4]) != prefix_check(id, len))
+                return 0;
+            return label;
+        }
     }
     return 0;
 }

@@ -14,13 +14,17 @@
  *           random id v and moves it to v - (v mod n) + label - 1 (stepping
  *           back n if that overflows): no retry loop, and within n / 256^len
  *           of uniform over the ids carrying the label.
- *   prefix  byte 0: version (high nibble) and codec tag 0xA (low nibble);
- *           bytes 1-2: label, big-endian (1..65535);
- *           bytes 3-4: checksum over the length, version, label and the
- *           random rest (CRC-16, poly 0x1021, init 0xffff; keyless);
- *           bytes 5..: random. Survives changes of n, and rejects random
- *           ids: one passes byte 0 (8 bits) and the checksum (16 bits)
- *           with probability about 2^-24.
+ *   prefix  the last five bytes of the id (offset len-5) are a header:
+ *           version (high nibble) and codec tag 0xA (low nibble); the
+ *           label, big-endian (1..65535); a checksum over the length and
+ *           every other byte (CRC-16, poly 0x1021, init 0xffff; keyless).
+ *           The bytes before it are random: OpenSSL hashes server sessions
+ *           by their first four bytes, which must therefore vary. Survives
+ *           changes of n, and rejects random ids: one passes the tag byte
+ *           (8 bits) and the checksum (16 bits) with probability about
+ *           2^-24. A stateless ticket's 16-byte key_name carries it in its
+ *           bytes 11-15, so decode a ticket or PSK identity by its first 16
+ *           bytes, a session ID (or stateful TLS 1.3 ticket) whole.
  * See docs/session-ids.md for the trade-off.
  */
 #ifndef FERRY_TLS_SID_CODEC_H

@@ -22,13 +22,17 @@ def crc16(data):
 
 
 def prefix_label(ident):
-    """The label a prefix-codec identifier carries, or None."""
-    if len(ident) < 8 or ident[0] & 0x0F != 0xA:
+    """The label a prefix-codec identifier carries, or None. The five-byte
+    header sits at the end: tag/version, label (2 bytes), CRC-16 (2 bytes)."""
+    if len(ident) < 8:
         return None
-    check = crc16(bytes([len(ident)]) + ident[0:3] + ident[5:])
-    if check != int.from_bytes(ident[3:5], "big"):
+    h = len(ident) - 5
+    if ident[h] & 0x0F != 0xA:
         return None
-    return int.from_bytes(ident[1:3], "big") or None
+    check = crc16(bytes([len(ident)]) + ident[:h + 3])
+    if check != int.from_bytes(ident[h + 3:h + 5], "big"):
+        return None
+    return int.from_bytes(ident[h + 1:h + 3], "big") or None
 
 
 def modn_label(ident, n):

@@ -171,15 +171,35 @@ static void test_modn_ids_stay_random(void **state)
     assert_true(distinct > 240);
 }
 
+/*
+ * Regression (bug: prefix IDs made OpenSSL's session cache one hash chain):
+ * OpenSSL hashes server sessions by the first four bytes of the ID, so
+ * prefix IDs for one label must start with random bytes.
+ */
+static void test_prefix_ids_start_random(void **state)
+{
+    struct sid_codec c = { SID_CODEC_PREFIX, 0, 0 };
+    uint8_t id[32], seen[256];
+    unsigned distinct = 0, i;
+
+    memset(seen, 0, sizeof(seen));
+    for (i = 0; i < 2000; i++) {
+        assert_int_equal(sid_encode(&c, 2, id, 32), 0);
+        if (!seen[id[0]]++)
+            distinct++;
+    }
+    assert_true(distinct > 240);
+}
+
 static void test_prefix_layout(void **state)
 {
     struct sid_codec c = { SID_CODEC_PREFIX, 0, 5 };
     uint8_t id[32];
 
     assert_int_equal(sid_encode(&c, 0x1234, id, 32), 0);
-    assert_int_equal(id[0], 0x5a);
-    assert_int_equal(id[1], 0x12);
-    assert_int_equal(id[2], 0x34);
+    assert_int_equal(id[27], 0x5a);
+    assert_int_equal(id[28], 0x12);
+    assert_int_equal(id[29], 0x34);
     assert_int_equal(sid_decode(&c, id, 32), 0x1234);
 }
 
@@ -325,10 +345,10 @@ static void test_prefix_label_zero(void **state)
      */
     assert_int_equal(sid_encode(&c, 1, id, 32), 0);
     memcpy(probe, id, sizeof(probe));
-    probe[1] = probe[2] = 0;
+    probe[28] = probe[29] = 0;
     for (hi = 0; hi < 65536; hi++) {
-        probe[3] = (uint8_t)(hi >> 8);
-        probe[4] = (uint8_t)hi;
+        probe[30] = (uint8_t)(hi >> 8);
+        probe[31] = (uint8_t)hi;
         assert_int_equal(sid_decode(&c, probe, 32), 0);
     }
 }
@@ -348,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_prefix_rejects_truncation),
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_wrong_version),
+        cmocka_unit_test(test_prefix_ids_start_random),
         cmocka_unit_test(test_too_short_or_long),
         cmocka_unit_test(test_encode_rejects_bad_labels),
         cmocka_unit_test(test_prefix_label_zero),
