@@ -1480,14 +1480,8 @@ uint64_t disk_lookup(struct disk *d, const char *key, size_t key_len,
     for (struct dent *e = d->kb[h & (d->nkb - 1)]; e; e = e->hnext) {
         if (!same_key(e, h, key, key_len))
             continue;
-        if (e->vary != NULL) {
-            buf_reset(&vk);
-            if (cache_vary_key_from(e->vary, strlen(e->vary), req, &vk) < 0)
-                continue;
-            if (buf_avail(&vk) != e->vkey_len ||
-                (e->vkey_len > 0 && memcmp(buf_head(&vk), e->vkey, e->vkey_len) != 0))
-                continue;
-        }
+        if (!cache_vary_matches(e->vary, e->vkey, e->vkey_len, req, &vk))
+            continue;
         found = e->id;
         evict_touch(&d->lru, &e->ev);
         break;

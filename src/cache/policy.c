@@ -1085,3 +1085,15 @@ int cache_range(const struct http1_msg *req, uint64_t total, uint64_t *first, ui
     *last = (!has_last || b >= total) ? total - 1 : b;
     return 1;
 }
+
+int cache_vary_matches(const char *vary, const char *vkey, size_t vkey_len,
+                       const struct http1_msg *req, struct buf *scratch)
+{
+    if (vary == NULL)
+        return 1;
+    buf_reset(scratch);
+    if (cache_vary_key_from(vary, strlen(vary), req, scratch) < 0)
+        return 0;
+    return buf_avail(scratch) == vkey_len &&
+           (vkey_len == 0 || memcmp(buf_head(scratch), vkey, vkey_len) == 0);
+}

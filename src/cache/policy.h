@@ -172,6 +172,14 @@ int cache_vary_key_from(const char *vary, size_t vary_len, const struct http1_ms
                         struct buf *out);
 
 /*
+ * Whether req selects the stored variant whose Vary names are vary (NULL
+ * when the response had no Vary) and whose secondary key is vkey[0..vkey_len).
+ * scratch is a caller's buffer, reset and reused here. Returns 1 or 0.
+ */
+int cache_vary_matches(const char *vary, const char *vkey, size_t vkey_len,
+                       const struct http1_msg *req, struct buf *scratch);
+
+/*
  * Whether a field is hop-by-hop (RFC 9110 7.6.1) or otherwise not stored
  * nor forwarded: Connection, Keep-Alive, Proxy-Connection, TE,
  * Transfer-Encoding, Upgrade, Trailer, Proxy-Authenticate,

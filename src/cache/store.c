@@ -195,13 +195,8 @@ struct cobj *store_lookup(struct store *s, const char *key, size_t key_len,
     for (struct cobj *o = s->buckets[h & (s->nbuckets - 1)]; o; o = o->hnext) {
         if (!same_key(o, h, key, key_len))
             continue;
-        if (o->vary != NULL) {
-            buf_reset(&vk);
-            if (cache_vary_key_from(o->vary, strlen(o->vary), req, &vk) < 0)
-                continue;
-            if (buf_avail(&vk) != o->vkey_len || memcmp(buf_head(&vk), o->vkey, o->vkey_len))
-                continue;
-        }
+        if (!cache_vary_matches(o->vary, o->vkey, o->vkey_len, req, &vk))
+            continue;
         found = cobj_ref(o);
         evict_touch(&s->ev, &o->ev);
         break;
