@@ -40,7 +40,7 @@ Benchmarks:
            Cases: TLS 1.2 with the caches' tls_tickets off (session IDs,
            HAProxy's best case), TLS 1.2 and TLS 1.3 with tls_tickets on.
            Also: the front's and the caches' CPU per connection.
-  bulk     GET /big (50 MiB) BENCH_BULK_REQUESTS times (default 8) on one
+  bulk     GET /big (50 MiB) BENCH_BULK_REQUESTS times (default 40) on one
            keep-alive TLS 1.3 connection: direct to cache-1, through the
            switch, through HAProxy. Pinned and shared.
   latency  BENCH_LAT_CONNS (default 400) connections one after another,
@@ -78,7 +78,9 @@ Environment:
   BENCH_TICKETS=on,off      the caches' tls_tickets settings for `resume`
   BENCH_RATE_DURATION=5     seconds per rate run
   BENCH_RATE_CLIENTS=1000
-  BENCH_BULK_REQUESTS=8
+  BENCH_STRACE=0            1: count the fronts' system calls per connection in
+                            the rate runs (strace -c; slows the fronts)
+  BENCH_BULK_REQUESTS=40
   BENCH_LAT_CONNS=400
   BENCH_LOAD_MAX=1.0        wait for the 1-min load average to fall below this
   BENCH_LOAD_WAIT=20        ... at most this many seconds before a run
@@ -131,7 +133,8 @@ TICKETS = [s.strip() for s in os.environ.get("BENCH_TICKETS", "on,off").split(",
 RATE_DURATION = env_float("BENCH_RATE_DURATION", 5)
 RATE_CLIENTS = env_int("BENCH_RATE_CLIENTS", 1000)
 RATE_THREADS = 32
-BULK_REQUESTS = env_int("BENCH_BULK_REQUESTS", 8)
+STRACE = os.environ.get("BENCH_STRACE") == "1"
+BULK_REQUESTS = env_int("BENCH_BULK_REQUESTS", 40)
 LAT_CONNS = env_int("BENCH_LAT_CONNS", 400)
 LOAD_MAX = env_float("BENCH_LOAD_MAX", 1.0)
 LOAD_WAIT = env_float("BENCH_LOAD_WAIT", 20)
@@ -603,6 +606,36 @@ def order(rnd, targets):
     return targets if rnd % 2 == 1 else list(reversed(targets))
 
 
+def strace_start(node, target):
+    """BENCH_STRACE=1: counts the front's system calls during a rate run
+    (strace -c slows the front, so its rates are not comparable)."""
+    pid = node.servers().get(target)
+    if pid is None:
+        return None
+    out = os.path.join(RESULTS, f"strace-{target}-{os.getpid()}.txt")
+    p = subprocess.Popen(["strace", "-c", "-f", "-qq", "-o", out, "-p", str(pid)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return (p, out)
+
+
+def strace_report(tracer, case, target, conns):
+    p, out = tracer
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    calls = {}
+    with open(out) as f:
+        for line in f:
+            w = line.split()
+            if len(w) >= 5 and w[0][0].isdigit() and w[-1] not in ("total",):
+                n = int(w[3])
+                calls[w[-1]] = n
+    os.unlink(out)
+    total = sum(calls.values())
+    per = ", ".join(f"{k} {v / max(conns, 1):.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1]))
+    log(f"strace {case} {target}: {total / max(conns, 1):.1f} syscalls/conn over {conns} conns: {per}")
+
+
 def bench_rate(node):
     cases = [("TLS 1.2, tickets off", "1.2", "off"), ("TLS 1.2, tickets on", "1.2", "on"),
              ("TLS 1.3, tickets on", "1.3", "on")]
@@ -616,8 +649,11 @@ def bench_rate(node):
                 args = ["-m", "rate", "-c", front_addr(target), "-v", ver, "-t", str(RATE_THREADS),
                         "-k", str(RATE_CLIENTS), "-d", str(RATE_DURATION), "-a", str(src),
                         "-D", str(RATE_DURATION + 60)]
+                tracer = strace_start(node, target) if STRACE else None
                 res = run_loadgen(node, args, timeout=RATE_DURATION + 90)
                 ok = res.get("ok", 0)
+                if tracer:
+                    strace_report(tracer, case, target, ok)
                 row = record("rate", case, target, rnd, res,
                              front_us=1e6 * front_cpu(res, target) / max(ok, 1),
                              caches_us=1e6 * caches_cpu(res) / max(ok, 1),

@@ -180,6 +180,22 @@ static void apply_dirty(struct loop *l)
     }
 }
 
+void loop_io_close(struct loop_io *io)
+{
+    int fd = io->fd;
+    if (fd < 0)
+        return;
+    if (io->loop != NULL) {
+        /* Closing the last reference removes the fd from epoll, so no
+         * EPOLL_CTL_DEL: Ferry never duplicates or inherits these fds. */
+        dirty_unlink(io);
+        io->cb = NULL;
+        io->loop = NULL;
+    }
+    io->fd = -1;
+    close(fd);
+}
+
 void loop_io_stop(struct loop_io *io)
 {
     if (io->fd < 0 || io->loop == NULL)

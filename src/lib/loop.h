@@ -83,6 +83,14 @@ int loop_io_start(struct loop *l, struct loop_io *io, int fd, unsigned events, l
 int loop_io_modify(struct loop_io *io, unsigned events);
 /* Stops watching; the callback is not called again. Safe to call twice. */
 void loop_io_stop(struct loop_io *io);
+/*
+ * Stops watching and closes io->fd, one system call cheaper than
+ * loop_io_stop + close (closing removes the fd from epoll; valid because
+ * the fd is not shared with another process or a dup). Also closes an fd
+ * stored in io->fd that was never started (io->loop NULL). Afterwards
+ * io->loop is NULL and io may be started again. Safe to call twice.
+ */
+void loop_io_close(struct loop_io *io);
 
 void loop_timer_init(struct loop *l, struct loop_timer *t, loop_timer_cb cb);
 /* (Re)arms t to fire once after ms milliseconds. */

@@ -3,6 +3,7 @@
  */
 #include "switch/policy.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -92,18 +93,38 @@ static struct sw_backend *by_label(const struct sw_pool *pool, const struct sw_r
     return NULL;
 }
 
+static unsigned weight(const struct sw_backend *b)
+{
+    return atomic_load_explicit(&b->weight, memory_order_relaxed);
+}
+
+/*
+ * Weighted rendezvous: backend b scores w / -ln(u), u the (0,1) uniform
+ * from its 64-bit score. The highest wins, and each backend wins a share
+ * w / sum(w) of the keys; a change of one weight moves only keys to or
+ * from that backend. With equal weights the order is that of u itself.
+ * Weight 0 scores 0: such a backend wins only when no other is usable.
+ */
+static double rdv_weighted(uint64_t score, unsigned w)
+{
+    if (w == 0)
+        return 0.0;
+    double u = ((double)(score >> 11) + 0.5) * 0x1p-53;   /* in (0, 1) */
+    return (double)w / -log(u);
+}
+
 static struct sw_backend *rendezvous(const struct sw_pool *pool, const struct sw_request *r,
                                      uint64_t h, int need_up)
 {
     struct sw_backend *best = NULL;
-    uint64_t best_score = 0;
+    double best_score = 0;
     for (size_t i = 0; i < pool->n; i++) {
         struct sw_backend *b = pool->b[i];
         if (!usable(b, r, need_up))
             continue;
-        uint64_t s = sw_rdv_score(h, b->id);
-        /* Ties (vanishingly rare) go to the smaller identity, so the
-         * result does not depend on the order of the config. */
+        double s = rdv_weighted(sw_rdv_score(h, b->id), weight(b));
+        /* Ties (weight 0, or vanishingly rare) go to the smaller identity,
+         * so the result does not depend on the order of the config. */
         if (best == NULL || s > best_score || (s == best_score && b->id < best->id)) {
             best = b;
             best_score = s;
@@ -115,17 +136,28 @@ static struct sw_backend *rendezvous(const struct sw_pool *pool, const struct sw
 static struct sw_backend *least_conn(const struct sw_pool *pool, const struct sw_request *r,
                                      _Atomic uint64_t *rr)
 {
+    /* The fewest connections per unit of weight: n/w < best_n/best_w.
+     * Weight 0 takes part only when every usable backend has it. */
     struct sw_backend *best = NULL;
-    unsigned best_n = 0;
+    uint64_t best_n = 0, best_w = 0;
     size_t start = pool->n ? (size_t)(atomic_fetch_add(rr, 1) % pool->n) : 0;
     for (size_t k = 0; k < pool->n; k++) {
         struct sw_backend *b = pool->b[(start + k) % pool->n];
         if (!usable(b, r, 1))
             continue;
-        unsigned n = atomic_load_explicit(&b->active, memory_order_relaxed);
-        if (best == NULL || n < best_n) {
+        uint64_t n = atomic_load_explicit(&b->active, memory_order_relaxed);
+        uint64_t w = weight(b);
+        int better;
+        if (best == NULL)
+            better = 1;
+        else if (w == 0 || best_w == 0)
+            better = w > best_w || (w == best_w && n < best_n);
+        else
+            better = n * best_w < best_n * w;
+        if (better) {
             best = b;
             best_n = n;
+            best_w = w;
         }
     }
     return best;
@@ -134,17 +166,34 @@ static struct sw_backend *least_conn(const struct sw_pool *pool, const struct sw
 static struct sw_backend *round_robin(const struct sw_pool *pool, const struct sw_request *r,
                                       _Atomic uint64_t *rr)
 {
-    /* The t-th usable backend, so that a down one does not give its turn
-     * to its neighbour twice in a row. */
-    size_t m = 0;
-    for (size_t i = 0; i < pool->n; i++)
-        m += usable(pool->b[i], r, 1);
-    if (m == 0)
+    /* Slot t of sum(w) over the usable backends, each holding w slots, so
+     * that a down one does not give its turns to its neighbour. Turns
+     * visit the slots with a prime stride (a permutation, since no sum of
+     * weights reaches the prime), which interleaves heavy backends instead
+     * of giving each its w turns in a row. Weight 0 gets turns only when
+     * every usable backend has it. */
+    uint64_t m = 0;
+    size_t usable_n = 0;
+    for (size_t i = 0; i < pool->n; i++) {
+        if (usable(pool->b[i], r, 1)) {
+            m += weight(pool->b[i]);
+            usable_n++;
+        }
+    }
+    if (usable_n == 0)
         return NULL;
-    size_t t = (size_t)(atomic_fetch_add(rr, 1) % m);
-    for (size_t i = 0; i < pool->n; i++)
-        if (usable(pool->b[i], r, 1) && t-- == 0)
+    int equal = m == 0;   /* all drained: take turns anyway */
+    if (equal)
+        m = usable_n;
+    uint64_t t = (atomic_fetch_add(rr, 1) % m) * 2654435761u % m;
+    for (size_t i = 0; i < pool->n; i++) {
+        if (!usable(pool->b[i], r, 1))
+            continue;
+        uint64_t w = equal ? 1 : weight(pool->b[i]);
+        if (t < w)
             return pool->b[i];
+        t -= w;
+    }
     return NULL;
 }
 

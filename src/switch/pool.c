@@ -3,8 +3,11 @@
  *
  * The checker keeps one struct check per backend, each a small state
  * machine on the checker's loop: IDLE (timer until the next check) ->
- * CONNECTING -> (HTTP: SENDING -> READING) -> IDLE. One check at a time
- * per backend; a check that has not finished within the timeout fails.
+ * CONNECTING -> (HTTP: SENDING -> READING; TLS: HANDSHAKE) -> IDLE. One
+ * check at a time per backend; a check that has not finished within the
+ * timeout fails. A TLS check is a full handshake (TLS 1.2 or newer, no
+ * session reuse, the certificate not verified: it proves the server's TLS
+ * stack answers, which a TCP connect to a wedged server does not).
  */
 #include "switch/pool.h"
 
@@ -14,6 +17,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "lib/log.h"
 #include "lib/util.h"
@@ -29,6 +35,7 @@ struct sw_backend *sw_backend_create(const char *name, uint64_t id)
     b->name = xstrdup(name);
     b->id = id;
     atomic_init(&b->up, 1);
+    atomic_init(&b->weight, 1);
     return b;
 }
 
@@ -135,7 +142,7 @@ struct sw_backend *sw_pool_by_id(const struct sw_pool *p, uint64_t id)
 
 /* The active checker. */
 
-enum cstate { CK_IDLE, CK_CONNECTING, CK_SENDING, CK_READING };
+enum cstate { CK_IDLE, CK_CONNECTING, CK_SENDING, CK_READING, CK_HANDSHAKE };
 
 struct check {
     struct sw_checker *ck;
@@ -148,6 +155,7 @@ struct check {
     size_t req_len, sent;
     char resp[64];
     size_t resp_len;
+    SSL *ssl;                    /* TLS checks: this check's handshake */
     unsigned ok, bad;            /* consecutive results */
     int seen;                    /* checked at least once */
     struct check *next;
@@ -157,12 +165,18 @@ struct sw_checker {
     struct loop *loop;
     struct sw_check_conf conf;
     struct check *checks;
+    SSL_CTX *tls;                /* client context for TLS checks, made on first use */
 };
 
 static void check_start(struct check *k);
+static void check_tls(struct check *k);
 
 static void check_close_fd(struct check *k)
 {
+    if (k->ssl) {
+        SSL_free(k->ssl);
+        k->ssl = NULL;
+    }
     if (k->fd >= 0) {
         loop_io_stop(&k->io);
         close(k->fd);
@@ -211,7 +225,11 @@ static void check_io(struct loop_io *io, unsigned events)
             check_done(k, 1, "connected");
             return;
         }
-        k->state = CK_SENDING;
+        k->state = k->ck->conf.type == SW_CHECK_TLS ? CK_HANDSHAKE : CK_SENDING;
+    }
+    if (k->state == CK_HANDSHAKE) {
+        check_tls(k);
+        return;
     }
     if (k->state == CK_SENDING) {
         ssize_t w = send(k->fd, k->req + k->sent, k->req_len - k->sent, MSG_NOSIGNAL);
@@ -240,6 +258,62 @@ static void check_io(struct loop_io *io, unsigned events)
             check_done(k, ok, ok ? "2xx" : r < 0 ? strerror(errno) : "not a 2xx answer");
         }
     }
+}
+
+static SSL_CTX *check_tls_ctx(struct sw_checker *ck)
+{
+    if (ck->tls)
+        return ck->tls;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    ck->tls = ctx;
+    return ctx;
+}
+
+/* Drives the TLS handshake of a check; done when it completes or fails. */
+static void check_tls(struct check *k)
+{
+    if (k->ssl == NULL) {
+        SSL_CTX *ctx = check_tls_ctx(k->ck);
+        k->ssl = ctx ? SSL_new(ctx) : NULL;
+        if (k->ssl == NULL || SSL_set_fd(k->ssl, k->fd) != 1) {
+            check_done(k, 0, "cannot set up TLS");
+            return;
+        }
+        if (k->ck->conf.sni[0])
+            SSL_set_tlsext_host_name(k->ssl, k->ck->conf.sni);
+    }
+    ERR_clear_error();
+    int r = SSL_connect(k->ssl);
+    if (r == 1) {
+        /* One close_notify, so the server logs a clean close. */
+        SSL_shutdown(k->ssl);
+        check_done(k, 1, "TLS handshake");
+        return;
+    }
+    int e = SSL_get_error(k->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        loop_io_modify(&k->io, LOOP_READ);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        loop_io_modify(&k->io, LOOP_WRITE);
+        return;
+    }
+    char why[160];
+    unsigned long ee = ERR_peek_last_error();
+    const char *reason = ee ? ERR_reason_error_string(ee) : NULL;
+    if (reason)
+        snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
+    else
+        snprintf(why, sizeof(why), "TLS handshake failed (%s)", e == SSL_ERROR_SYSCALL ? "connection closed" : "error");
+    ERR_clear_error();
+    check_done(k, 0, why);
 }
 
 static void check_timer(struct loop_timer *t)
@@ -346,6 +420,7 @@ void sw_checker_destroy(struct sw_checker *ck)
         ck->checks = k->next;
         check_free(k);
     }
+    SSL_CTX_free(ck->tls);
     free(ck);
 }
 

@@ -48,6 +48,8 @@ int sw_step_parse(const char *name, enum sw_step *out);
 
 enum { SW_HS_FULL = 0, SW_HS_RESUMED = 1 };
 
+#define SW_MAX_WEIGHT 1000
+
 struct sw_backend {
     _Atomic int refs;
     char *name;                  /* owned */
@@ -57,6 +59,7 @@ struct sw_backend {
     struct net_addr check;       /* health-check target (default: addr) */
     int has_http;
     unsigned label;              /* 0 = none */
+    _Atomic unsigned weight;     /* share of new clients (hash, leastconn, roundrobin); 0 = drain */
     _Atomic int up;              /* in service */
     _Atomic unsigned active;     /* connections routed here and not yet closed */
     _Atomic unsigned passive_fails; /* consecutive failed connects */
@@ -78,7 +81,8 @@ struct sw_backend *sw_backend_ref(struct sw_backend *b);
 void sw_backend_unref(struct sw_backend *b);
 /* Registers b's metric series (main thread; idempotent per name). */
 void sw_backend_bind_metrics(struct sw_backend *b);
-/* Same name and addresses and label (so a reload may keep the old object). */
+/* Same name and addresses and label (so a reload may keep the old object;
+ * a new weight is then stored into it). */
 int sw_backend_same(const struct sw_backend *a, const struct sw_backend *b);
 /* Marks up or down and logs the change (why: a short reason). Any thread. */
 void sw_backend_set_up(struct sw_backend *b, int up, const char *why);
@@ -95,11 +99,12 @@ struct sw_backend *sw_pool_find(const struct sw_pool *p, const char *name);
 /* The backend with identity id, or NULL. */
 struct sw_backend *sw_pool_by_id(const struct sw_pool *p, uint64_t id);
 
-enum sw_check_type { SW_CHECK_OFF = 0, SW_CHECK_TCP, SW_CHECK_HTTP };
+enum sw_check_type { SW_CHECK_OFF = 0, SW_CHECK_TCP, SW_CHECK_HTTP, SW_CHECK_TLS };
 
 struct sw_check_conf {
     enum sw_check_type type;
     char path[256];              /* HTTP: request target, e.g. /healthz */
+    char sni[256];               /* TLS: server name to send, or "" */
     int64_t interval_ms;
     int64_t timeout_ms;
     unsigned rise, fall;

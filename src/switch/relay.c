@@ -16,13 +16,28 @@
  *               a failed cache as long as the bytes we hold are all it
  *               sent.
  *   RELAY       first the optional PROXY v2 header and the bytes read so
- *               far go to the backend; then each direction moves bytes
- *               with splice(2) through its own pipe, socket to pipe to
- *               socket, never through user space. Each direction ends on
- *               its own: EOF from one side is passed on as shutdown(SHUT_WR)
- *               to the other once the pipe is empty (half-close), and the
- *               connection closes when both have ended, on an error, or
- *               after idle_timeout without a byte either way.
+ *               far go to the backend; then each direction moves bytes on
+ *               its own. It starts in copy mode: recv into the worker's
+ *               buffer and send at once, which for the few small records
+ *               of a handshake and a short response costs two calls per
+ *               flight and no pipe. The first read that fills the buffer
+ *               switches the direction to splice(2) through its own pipe,
+ *               socket to pipe to socket, never through user space. Each
+ *               direction ends on its own: EOF from one side is passed on
+ *               as shutdown(SHUT_WR) to the other once everything read is
+ *               written (half-close), and the connection closes when both
+ *               have ended, on an error, or after idle_timeout without a
+ *               byte either way.
+ *
+ * System calls are the switch's main cost per connection, so the common
+ * path avoids the ones it can: the ClientHello is read right after accept
+ * (it has usually arrived), the first bytes are sent right after connect
+ * (on a near backend the connection is usually up; EAGAIN means wait for
+ * writability), a read that returns less than asked is taken to have
+ * drained the socket (level-triggered epoll reports anything newer), the
+ * client's socket joins epoll only once there is something to wait for,
+ * accepted sockets inherit TCP_NODELAY from the listener, and closing a
+ * socket is its removal from epoll.
  * On TLS connections the backend's first bytes are read with recv instead
  * of splice until sh_parse has the ServerHello (one record), so the switch
  * can count resumed and full handshakes (TLS 1.2: the session ID is
@@ -48,7 +63,9 @@
 #include "switch/internal.h"
 #include "tls/clienthello.h"
 
-#define PIPE_CHUNK (64u * 1024)   /* bytes asked of one splice into an empty pipe */
+#define PIPE_CHUNK (64u * 1024)   /* bytes asked of one splice into an empty pipe (the
+                                     default pipe size; 256 KiB pipes measured no faster) */
+#define COPY_CHUNK (16u * 1024)   /* copy-mode buffer; a read that fills it starts splicing */
 #define PUMP_BUDGET (1u << 20)    /* bytes one direction moves per wakeup, for fairness */
 #define PIPE_CACHE 64             /* empty pipes kept per worker */
 #define OBSERVE_MAX (40u * 1024)  /* backend bytes held while looking for the ServerHello */
@@ -61,6 +78,7 @@ struct dir {
     int pipe[2];         /* -1 until first used */
     size_t in_pipe;      /* bytes sitting in the pipe */
     struct buf pre;      /* bytes to write before splicing (PROXY header, hello, ServerHello) */
+    int bulk;            /* splicing; else copy mode */
     int eof;             /* read EOF from the source */
     int shut;            /* shut the destination's write side */
     int want_read, want_write;
@@ -111,6 +129,7 @@ struct sw_worker {
     struct conn *conns;
     unsigned nconns;
     uint8_t *scratch;            /* owned: ch_parse/sh_parse reassembly */
+    uint8_t *iobuf;              /* owned: COPY_CHUNK bytes for copy mode */
     size_t scratch_len;
     int pipes[PIPE_CACHE][2];    /* empty pipes for reuse */
     unsigned npipes;
@@ -220,23 +239,17 @@ static void release_backend(struct conn *c)
 
 static void close_server(struct conn *c)
 {
-    int fd = c->sio.fd;
-    if (fd >= 0) {
-        loop_io_stop(&c->sio);
-        close(fd);
-    }
+    loop_io_close(&c->sio);
 }
 
 static void conn_close(struct conn *c)
 {
     struct sw_worker *w = c->w;
-    int fd = c->cio.fd;
 
-    if (fd < 0)
+    if (c->cio.fd < 0)
         return;
     loop_timer_stop(&c->timer);
-    loop_io_stop(&c->cio);
-    close(fd);
+    loop_io_close(&c->cio);
     close_server(c);
     pipe_put(w, &c->c2s);
     pipe_put(w, &c->s2c);
@@ -303,9 +316,9 @@ static void obs_end(struct conn *c)
 /*
  * Reads backend bytes while looking for the ServerHello. Returns 1 to go on
  * pumping (bytes were queued or observation ended), 0 to wait for more,
- * -1 on a fatal error.
+ * -1 on a fatal error. Sets *drained when the read took less than asked.
  */
-static int observe(struct conn *c, int src)
+static int observe(struct conn *c, int src, int *drained)
 {
     struct dir *d = &c->s2c;
     size_t room = OBSERVE_MAX - buf_avail(&c->obs);
@@ -328,6 +341,7 @@ static int observe(struct conn *c, int src)
         return 1;
     }
     buf_commit(&c->obs, (size_t)n);
+    *drained = (size_t)n < MIN(room, 16384u);
     c->last_ms = loop_now_ms(c->w->loop);
     for (;;) {
         const uint8_t *o = (const uint8_t *)buf_head(&c->obs);
@@ -362,6 +376,56 @@ static int observe(struct conn *c, int src)
     }
 }
 
+static uint8_t *iobuf(struct sw_worker *w)
+{
+    if (w->iobuf == NULL)
+        w->iobuf = xmalloc(COPY_CHUNK);
+    return w->iobuf;
+}
+
+/*
+ * Copy mode: one recv into the worker's buffer, sent on at once; what the
+ * destination does not take waits in d->pre. Returns 1 to go on, 0 to wait
+ * (want_read or want_write set), -1 on a fatal error. Sets *drained after
+ * a short read, and switches the direction to splicing after a full one.
+ */
+static int copy_once(struct conn *c, struct dir *d, int src, int dst, int to_client, int *drained)
+{
+    uint8_t *b = iobuf(c->w);
+    ssize_t n = recv(src, b, COPY_CHUNK, 0);
+    if (n == 0) {
+        d->eof = 1;
+        return 1;
+    }
+    if (n < 0) {
+        if (errno == EINTR)
+            return 1;
+        if (errno == EAGAIN) {
+            d->want_read = 1;
+            return 0;
+        }
+        return -1;
+    }
+    ssize_t m = send(dst, b, (size_t)n, MSG_NOSIGNAL);
+    if (m < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            return -1;
+        m = 0;
+    }
+    if (m > 0)
+        moved(c, to_client, (size_t)m);
+    if ((size_t)n == COPY_CHUNK)
+        d->bulk = 1;
+    else
+        *drained = 1;
+    if (m < n) {
+        buf_append(&d->pre, b + m, (size_t)(n - m));
+        d->want_write = 1;
+        return 0;
+    }
+    return 1;
+}
+
 /*
  * Moves bytes of one direction (src -> dst) until it would block or has
  * used its budget. Returns 0, or -1 when the connection must close.
@@ -369,6 +433,7 @@ static int observe(struct conn *c, int src)
 static int pump(struct conn *c, struct dir *d, int src, int dst, int to_client)
 {
     size_t budget = PUMP_BUDGET;
+    int drained = 0;   /* the last read took less than asked: the socket was empty */
     d->want_read = d->want_write = 0;
     for (;;) {
         if (buf_avail(&d->pre) > 0) {
@@ -382,6 +447,11 @@ static int pump(struct conn *c, struct dir *d, int src, int dst, int to_client)
             }
             buf_consume(&d->pre, (size_t)n);
             moved(c, to_client, (size_t)n);
+            if (buf_avail(&d->pre) == 0) {
+                /* Copy mode holds no memory between flights. */
+                buf_fini(&d->pre);
+                buf_init(&d->pre);
+            }
             continue;
         }
         if (d->in_pipe > 0) {
@@ -402,20 +472,32 @@ static int pump(struct conn *c, struct dir *d, int src, int dst, int to_client)
         }
         if (d->eof) {
             if (!d->shut) {
-                shutdown(dst, SHUT_WR);
+                /* When the other direction has ended too, the connection
+                 * closes next, and close() sends the FIN. */
+                const struct dir *o = to_client ? &c->c2s : &c->s2c;
+                if (!o->shut)
+                    shutdown(dst, SHUT_WR);
                 d->shut = 1;
             }
             return 0;
         }
-        if (budget == 0) {
-            /* Let other connections run; level-triggered epoll calls back. */
+        if (budget == 0 || drained) {
+            /* Let other connections run, or wait for more: level-triggered
+             * epoll calls back. */
             d->want_read = 1;
             return 0;
         }
         if (to_client && c->observing) {
-            int r = observe(c, src);
+            int r = observe(c, src, &drained);
             if (r <= 0)
                 return r;
+            continue;
+        }
+        if (!d->bulk) {
+            int r = copy_once(c, d, src, dst, to_client, &drained);
+            if (r <= 0)
+                return r;
+            budget = budget > COPY_CHUNK ? budget - COPY_CHUNK : 0;
             continue;
         }
         if (d->pipe[0] < 0 && pipe_get(c->w, d->pipe) < 0)
@@ -442,14 +524,40 @@ static int pump(struct conn *c, struct dir *d, int src, int dst, int to_client)
     }
 }
 
+/*
+ * Watches io for events: starts it when it is not in epoll yet (and there
+ * is something to wait for), else changes its interest. Returns 0 or
+ * -errno; on failure io->fd is kept, for conn_close.
+ */
+static int io_watch(struct conn *c, struct loop_io *io, unsigned events, loop_io_cb cb)
+{
+    if (io->loop != NULL)
+        return loop_io_modify(io, events);
+    if (events == 0)
+        return 0;
+    int fd = io->fd;
+    int rc = loop_io_start(c->w->loop, io, fd, events, cb);
+    if (rc < 0)
+        io->fd = fd;
+    return rc;
+}
+
+static void client_io(struct loop_io *io, unsigned events);
+static void server_io(struct loop_io *io, unsigned events);
+
 static void relay_update(struct conn *c)
 {
     if (c->c2s.shut && c->s2c.shut) {
         conn_close(c);
         return;
     }
-    loop_io_modify(&c->cio, (c->c2s.want_read ? LOOP_READ : 0) | (c->s2c.want_write ? LOOP_WRITE : 0));
-    loop_io_modify(&c->sio, (c->s2c.want_read ? LOOP_READ : 0) | (c->c2s.want_write ? LOOP_WRITE : 0));
+    if (io_watch(c, &c->cio, (c->c2s.want_read ? LOOP_READ : 0) | (c->s2c.want_write ? LOOP_WRITE : 0),
+                 client_io) < 0 ||
+        io_watch(c, &c->sio, (c->s2c.want_read ? LOOP_READ : 0) | (c->c2s.want_write ? LOOP_WRITE : 0),
+                 server_io) < 0) {
+        log_warn("switch: epoll_ctl: %s", strerror(errno));
+        conn_close(c);
+    }
 }
 
 static void relay_client_io(struct conn *c, unsigned events)
@@ -498,35 +606,70 @@ static void connect_failed(struct conn *c, int err)
     conn_route(c);
 }
 
+/*
+ * Sends the optional PROXY v2 header and the bytes read from the client
+ * so far, in one call; what the socket does not take is queued. Returns 0
+ * when the connection is up, -EAGAIN while it is still connecting (or,
+ * with nothing to send, until writability says it is up), another -errno
+ * when the connect failed.
+ */
+static int send_first(struct conn *c, int up)
+{
+    uint8_t hdr[PROXY_V2_MAX];
+    size_t hl = 0;
+    if (c->set->proxy_protocol) {
+        c->local.len = sizeof(c->local.ss);
+        getsockname(c->cio.fd, (struct sockaddr *)&c->local.ss, &c->local.len);
+        int n = proxy_v2_write(&c->peer, &c->local, hdr, sizeof(hdr));
+        if (n > 0)
+            hl = (size_t)n;
+    }
+    size_t hlen = buf_avail(&c->head);
+    if (hl + hlen == 0)
+        return up ? 0 : -EAGAIN;
+    struct iovec iov[2] = {{hdr, hl}, {buf_head(&c->head), hlen}};
+    struct msghdr mh = {.msg_iov = hl ? iov : iov + 1, .msg_iovlen = hl ? 2 : 1};
+    ssize_t n = sendmsg(c->sio.fd, &mh, MSG_NOSIGNAL);
+    if (n < 0) {
+        /* A socket still connecting says EAGAIN (ENOTCONN on some paths). */
+        if ((errno == EAGAIN || errno == ENOTCONN) && !up)
+            return -EAGAIN;
+        if (errno != EAGAIN && errno != EINTR)
+            return -errno;
+        n = 0;
+    }
+    moved(c, 0, (size_t)n);
+    if ((size_t)n < hl) {
+        buf_append(&c->c2s.pre, hdr + n, hl - (size_t)n);
+        n = (ssize_t)hl;
+    }
+    size_t off = (size_t)n - hl;
+    buf_append(&c->c2s.pre, buf_head(&c->head) + off, hlen - off);
+    return 0;
+}
+
+/* The backend connection is up and the first bytes are on their way. */
 static void connected(struct conn *c)
 {
     struct sw *sw = c->w->sw;
     struct sw_backend *b = c->b;
 
     sw_backend_passive(b, 1, 0);
-    net_nodelay(c->sio.fd);
     if (b->m_routed[c->step])
         metric_inc(b->m_routed[c->step]);
     atomic_fetch_add(&sw->step_routed[c->step], 1);
-    if (c->set->proxy_protocol) {
-        uint8_t hdr[PROXY_V2_MAX];
-        int n = proxy_v2_write(&c->peer, &c->local, hdr, sizeof(hdr));
-        if (n > 0)
-            buf_append(&c->c2s.pre, hdr, (size_t)n);
-    }
-    buf_append(&c->c2s.pre, buf_head(&c->head), buf_avail(&c->head));
     buf_fini(&c->head);
     buf_init(&c->head);
     c->state = C_RELAY;
     c->observing = !c->plain;
     c->last_ms = loop_now_ms(c->w->loop);
     loop_timer_start(&c->timer, c->set->idle_timeout_ms);
-    /* Send what we hold, and start reading both sides. */
-    if (pump(c, &c->c2s, c->cio.fd, c->sio.fd, 0) < 0 ||
-        pump(c, &c->s2c, c->sio.fd, c->cio.fd, 1) < 0) {
-        conn_close(c);
-        return;
-    }
+    /* Neither side is read now: the client was read until it had nothing
+     * more (or sent a whole head), and the backend has only just received
+     * the first bytes. Epoll says when either has something. */
+    c->c2s.want_write = buf_avail(&c->c2s.pre) > 0;
+    c->c2s.want_read = !c->c2s.want_write;
+    c->s2c.want_read = 1;
     relay_update(c);
 }
 
@@ -539,9 +682,11 @@ static void server_io(struct loop_io *io, unsigned events)
     }
     if (c->state != C_CONNECTING)
         return;
-    int err = net_connect_result(io->fd);
+    int err = (events & LOOP_ERROR) ? net_connect_result(io->fd) : 0;
+    if (err == 0)
+        err = send_first(c, 1);
     if (err < 0) {
-        connect_failed(c, err);
+        connect_failed(c, err == -EAGAIN ? -ECONNREFUSED : err);
         return;
     }
     connected(c);
@@ -556,16 +701,24 @@ static void conn_connect(struct conn *c)
         connect_failed(c, fd);
         return;
     }
-    c->sio.data = c;
-    if (loop_io_start(c->w->loop, &c->sio, fd, LOOP_WRITE, server_io) < 0) {
-        close(fd);
-        connect_failed(c, -EMFILE);
+    c->sio.fd = fd;
+    net_nodelay(fd);
+    /* On a near backend the connection is usually up already. */
+    int err = send_first(c, 0);
+    if (err == 0) {
+        connected(c);
+        return;
+    }
+    if (err != -EAGAIN) {
+        connect_failed(c, err);
+        return;
+    }
+    int rc = io_watch(c, &c->sio, LOOP_WRITE, server_io);
+    if (rc < 0) {
+        connect_failed(c, rc);
         return;
     }
     c->state = C_CONNECTING;
-    /* The client's socket stays quiet while we connect; what it sends
-     * meanwhile waits in the kernel. */
-    loop_io_modify(&c->cio, 0);
     loop_timer_start(&c->timer, c->set->connect_timeout_ms);
 }
 
@@ -683,20 +836,9 @@ static void hello_http(struct conn *c)
     conn_route(c);
 }
 
-static void client_io(struct loop_io *io, unsigned events)
+/* Reads what the client has sent so far, and decides once it is enough. */
+static void hello_read(struct conn *c)
 {
-    struct conn *c = io->data;
-
-    if (c->state == C_RELAY) {
-        relay_client_io(c, events);
-        return;
-    }
-    if (c->state == C_CONNECTING) {
-        /* Only a hang-up or error is reported now: the client left. */
-        if (events & LOOP_ERROR)
-            reject(c, SW_REJ_CLOSED);
-        return;
-    }
     size_t cap = c->plain ? c->set->http_max_head : c->set->hello_max;
     size_t room = cap - buf_avail(&c->head);
     if (room == 0) {
@@ -704,11 +846,17 @@ static void client_io(struct loop_io *io, unsigned events)
         return;
     }
     char *p = buf_reserve(&c->head, room);
-    ssize_t n = recv(io->fd, p, room, 0);
+    ssize_t n = recv(c->cio.fd, p, room, 0);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR)
+        if (errno != EAGAIN && errno != EINTR) {
+            reject(c, SW_REJ_CLOSED);
             return;
-        reject(c, SW_REJ_CLOSED);
+        }
+        int rc = io_watch(c, &c->cio, LOOP_READ, client_io);
+        if (rc < 0) {
+            log_warn("switch: epoll_ctl: %s", strerror(-rc));
+            conn_close(c);
+        }
         return;
     }
     if (n == 0) {
@@ -720,6 +868,29 @@ static void client_io(struct loop_io *io, unsigned events)
         hello_http(c);
     else
         hello_tls(c);
+    /* Still in C_HELLO: wait for more. */
+    if (c->cio.fd >= 0 && c->state == C_HELLO && io_watch(c, &c->cio, LOOP_READ, client_io) < 0)
+        conn_close(c);
+}
+
+static void client_io(struct loop_io *io, unsigned events)
+{
+    struct conn *c = io->data;
+
+    if (c->state == C_RELAY) {
+        relay_client_io(c, events);
+        return;
+    }
+    if (c->state == C_CONNECTING) {
+        /* A hang-up or error: the client left. Bytes it sent wait in the
+         * kernel until the relay starts. */
+        if (events & LOOP_ERROR)
+            reject(c, SW_REJ_CLOSED);
+        else
+            loop_io_modify(io, 0);
+        return;
+    }
+    hello_read(c);
 }
 
 static void conn_timer(struct loop_timer *t)
@@ -785,8 +956,6 @@ static void accept_one(struct lsock *L, int fd, const struct net_addr *peer)
     c->set = sw__settings_ref(s);
     c->plain = L->plain;
     c->peer = *peer;
-    c->local.len = sizeof(c->local.ss);
-    getsockname(fd, (struct sockaddr *)&c->local.ss, &c->local.len);
     client_key(c);
     buf_init(&c->head);
     buf_init(&c->obs);
@@ -794,15 +963,11 @@ static void accept_one(struct lsock *L, int fd, const struct net_addr *peer)
     buf_init(&c->s2c.pre);
     c->c2s.pipe[0] = c->c2s.pipe[1] = c->s2c.pipe[0] = c->s2c.pipe[1] = -1;
     c->sio.fd = -1;
+    c->sio.data = c;
+    /* Not in epoll yet: hello_read or relay_update adds it when there is
+     * something to wait for. TCP_NODELAY comes from the listener. */
+    c->cio.fd = fd;
     c->cio.data = c;
-    if (loop_io_start(w->loop, &c->cio, fd, LOOP_READ, client_io) < 0) {
-        close(fd);
-        sw__settings_unref(c->set);
-        free(c);
-        atomic_fetch_sub(&sw->nconns, 1);
-        return;
-    }
-    net_nodelay(fd);
     loop_timer_init(w->loop, &c->timer, conn_timer);
     c->timer.data = c;
     c->next = w->conns;
@@ -821,6 +986,8 @@ static void accept_one(struct lsock *L, int fd, const struct net_addr *peer)
         return;
     }
     loop_timer_start(&c->timer, s->hello_timeout_ms);
+    /* The ClientHello (or request head) has usually arrived by now. */
+    hello_read(c);
 }
 
 static void accept_cb(struct loop_io *io, unsigned events)
@@ -854,6 +1021,9 @@ int sw__worker_listen(struct sw_worker *w, const struct sw_listen_conf *lc)
     int fd = net_listen_tcp(&lc->addr, 1024);
     if (fd < 0)
         return fd;
+    /* Accepted sockets inherit it: one setsockopt per listener, not per
+     * connection. */
+    net_nodelay(fd);
     struct lsock *L = xcalloc(1, sizeof(*L));
     L->w = w;
     L->plain = lc->plain;
@@ -924,6 +1094,8 @@ void sw__worker_fini(struct sw_worker *w)
     w->npipes = 0;
     free(w->scratch);
     w->scratch = NULL;
+    free(w->iobuf);
+    w->iobuf = NULL;
     sw__settings_unref(w->set);
     w->set = NULL;
 }

@@ -32,9 +32,11 @@ const struct conf_opt switch_opts[] = {
     {.name = "listen_http", .type = CONF_ADDR, .flags = CONF_MULTI,
      .help = "Address for plain HTTP clients (routed by http_policy to the backends' http address)."},
     {.name = "backend", .type = CONF_ARGS, .flags = CONF_MULTI | CONF_REQUIRED, .min_args = 2,
-     .max_args = 8,
-     .help = "NAME ADDR [label N] [http ADDR] [check ADDR]: a cache server (TLS at ADDR, plain "
-             "HTTP at http ADDR), its session-ID label, and where to health-check it."},
+     .max_args = 10,
+     .help = "NAME ADDR [label N] [http ADDR] [check ADDR] [weight W]: a cache server (TLS at ADDR, "
+             "plain HTTP at http ADDR), its session-ID label, where to health-check it, and its share "
+             "of new clients (weight 0-1000, default 1; 0 drains it: label and sticky steps still "
+             "send it the sessions it holds)."},
     {.name = "policy", .type = CONF_ARGS, .min_args = 1, .max_args = SW_MAX_STEPS,
      .def = "psk ticket session_id hash",
      .help = "The chain for TLS connections, in order: psk ticket session_id sticky hash "
@@ -69,8 +71,11 @@ const struct conf_opt switch_opts[] = {
      .def = "5m", .help = "Life of a sticky entry after the client's last connection."},
     {.name = "sticky_max_entries", .type = CONF_INT, .min = 1, .max = 10000000, .def = "100000",
      .help = "Sticky table size; the oldest entry makes room."},
-    {.name = "health_check", .type = CONF_ENUM, .choices = "off|tcp|http", .def = "tcp",
-     .help = "Active checks: TCP connect, or HTTP GET health_check_path (2xx = healthy)."},
+    {.name = "health_check", .type = CONF_ENUM, .choices = "off|tcp|http|tls", .def = "tcp",
+     .help = "Active checks: TCP connect; HTTP GET health_check_path (2xx = healthy); or TCP "
+             "connect plus a full TLS handshake (TLS 1.2+, certificate not verified)."},
+    {.name = "health_check_sni", .type = CONF_STR, .def = "",
+     .help = "Server name sent in TLS health checks (none when empty)."},
     {.name = "health_check_path", .type = CONF_STR, .def = "/healthz",
      .help = "Target of HTTP health checks."},
     {.name = "health_check_interval", .type = CONF_DURATION, .min = 10, .max = 3600000,
@@ -122,7 +127,7 @@ static int name_ok(const char *s)
     return 1;
 }
 
-/* Parses one `backend NAME ADDR [label N] [http ADDR] [check ADDR]` line. */
+/* Parses one `backend NAME ADDR [label N] [http ADDR] [check ADDR] [weight W]` line. */
 static struct sw_backend *parse_backend(struct conf *c, const struct conf_node *n,
                                         const struct sw_hash_key *key)
 {
@@ -164,8 +169,15 @@ static struct sw_backend *parse_backend(struct conf *c, const struct conf_node *
                 conf_error(c, n, "backend %s: check \"%s\" is not a numeric address:port", b->name, v);
                 goto fail;
             }
+        } else if (strcmp(k, "weight") == 0) {
+            int64_t w;
+            if (conf_parse_int(v, &w) < 0 || w < 0 || w > SW_MAX_WEIGHT) {
+                conf_error(c, n, "backend %s: weight must be 0..%d", b->name, SW_MAX_WEIGHT);
+                goto fail;
+            }
+            atomic_store(&b->weight, (unsigned)w);
         } else {
-            conf_error(c, n, "backend %s: unknown parameter \"%s\" (label, http, check)", b->name, k);
+            conf_error(c, n, "backend %s: unknown parameter \"%s\" (label, http, check, weight)", b->name, k);
             goto fail;
         }
     }
@@ -254,7 +266,19 @@ static void *switch_create(struct conf *c, const struct conf_node *blk)
     s->sticky_max = (size_t)conf_int(blk, "sticky_max_entries");
     s->sticky_timeout_ms = conf_int(blk, "sticky_timeout");
     const char *ct = conf_str(blk, "health_check");
-    s->check.type = strcmp(ct, "off") == 0 ? SW_CHECK_OFF : strcmp(ct, "http") == 0 ? SW_CHECK_HTTP : SW_CHECK_TCP;
+    s->check.type = strcmp(ct, "off") == 0    ? SW_CHECK_OFF
+                    : strcmp(ct, "http") == 0 ? SW_CHECK_HTTP
+                    : strcmp(ct, "tls") == 0  ? SW_CHECK_TLS
+                                              : SW_CHECK_TCP;
+    const char *sni = conf_str(blk, "health_check_sni");
+    if (strlen(sni) >= sizeof(s->check.sni) || strpbrk(sni, " \r\n\t")) {
+        conf_error(c, conf_find(blk, "health_check_sni"),
+                   "health_check_sni must be a host name without spaces (at most %zu bytes)",
+                   sizeof(s->check.sni) - 1);
+        errors++;
+    } else {
+        snprintf(s->check.sni, sizeof(s->check.sni), "%s", sni);
+    }
     const char *path = conf_str(blk, "health_check_path");
     if (path[0] != '/' || strlen(path) >= sizeof(s->check.path) || strpbrk(path, " \r\n\t")) {
         conf_error(c, conf_find(blk, "health_check_path"),
@@ -385,6 +409,7 @@ static int api_switch(void *arg, const struct admin_req *req, struct buf *out, c
             json_kv_str(&j, "http", net_addr_str(&b->http, as, sizeof(as)));
         json_kv_str(&j, "check", net_addr_str(&b->check, as, sizeof(as)));
         json_kv_int(&j, "label", b->label);
+        json_kv_int(&j, "weight", atomic_load(&b->weight));
         json_key(&j, "up");
         json_bool(&j, atomic_load(&b->up));
         json_kv_int(&j, "active", atomic_load(&b->active));
@@ -533,6 +558,11 @@ static int switch_reload(void *inst, void *fresh_inst, struct conf *c)
     for (size_t i = 0; i < ns->pool.n; i++) {
         struct sw_backend *old = sw_pool_find(&os->pool, ns->pool.b[i]->name);
         if (old && old->id == ns->pool.b[i]->id && sw_backend_same(old, ns->pool.b[i])) {
+            unsigned ow = atomic_load(&old->weight), nw = atomic_load(&ns->pool.b[i]->weight);
+            if (ow != nw) {
+                log_info("switch: backend %s weight %u -> %u", old->name, ow, nw);
+                atomic_store(&old->weight, nw);
+            }
             sw_backend_unref(ns->pool.b[i]);
             ns->pool.b[i] = sw_backend_ref(old);
         } else {

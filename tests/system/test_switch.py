@@ -29,7 +29,7 @@ class Node:
 
     def __init__(self, tmp_path, procs, nginx_factory, pki, policy="psk ticket session_id hash",
                  tickets="on", switch_extra="", cache_extra="", http_policy="hash", proxy=False,
-                 backends=(1, 2, 3)):
+                 backends=(1, 2, 3), check="http", weights=None):
         self.tmp, self.procs, self.pki = str(tmp_path), procs, pki
         self.ngx = nginx_factory("")
         self.ngx.put("/index.html", "hello from the origin\n")
@@ -40,6 +40,7 @@ class Node:
             self.start_cache(i)
         self.addr = fresh_addr()
         self.policy, self.http_policy, self.switch_extra = policy, http_policy, switch_extra
+        self.check, self.weights = check, dict(weights or {})
         self.sw = Ferryd(self.tmp, "switch", self.switch_conf(backends), admin_addr=f"{self.addr}:9000")
         procs.append(self.sw)
         self.sw.start([(self.addr, 8443), (self.addr, 8080), (self.addr, 9000)])
@@ -71,8 +72,11 @@ cache {{
         self.caches[i] = c
 
     def switch_conf(self, backends):
-        lines = "\n".join(f"    backend cache-{i} {self.addrs[i]}:8443 label {i} http {self.addrs[i]}:8080 "
-                          f"check {self.addrs[i]}:9000;" for i in backends)
+        # HTTP checks go to the caches' admin port; TLS checks to the TLS port (the default).
+        lines = "\n".join(f"    backend cache-{i} {self.addrs[i]}:8443 label {i} http {self.addrs[i]}:8080"
+                          + (f" check {self.addrs[i]}:9000" if self.check == "http" else "")
+                          + (f" weight {self.weights[i]}" if i in self.weights else "") + ";"
+                          for i in backends)
         return f"""
 log_level debug;
 switch {{
@@ -81,7 +85,8 @@ switch {{
     policy {self.policy};
     http_policy {self.http_policy};
 {lines}
-    health_check http;
+    health_check {self.check};
+    {f"health_check_sni {HOST};" if self.check == "tls" else ""}
     health_check_interval 100ms;
     health_check_timeout 1s;
     health_check_rise 1;
@@ -400,6 +405,56 @@ def test_reload_adds_and_removes_backends(tmp_path, procs, nginx_factory, pki):
     shown = json.loads(r.stdout)
     assert [b["name"] for b in shown["backends"]] == ["cache-2", "cache-3"]
     assert shown["backends"][1]["up"] is True
+
+
+def test_tls_health_check_finds_a_wedged_cache(tmp_path, procs, nginx_factory, pki):
+    """A stopped (SIGSTOP) cache still completes TCP handshakes in the kernel,
+    so only a TLS handshake shows it cannot serve."""
+    node = Node(tmp_path, procs, nginx_factory, pki, check="tls")
+    wait_for(lambda: all(b["up"] for b in node.api()["backends"]), 10, "all up")
+    node.caches[2].proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: not node.backend("cache-2")["up"], 10, "cache-2 down")
+        assert node.backend("cache-2")["check_failures"] >= 2
+        assert node.backend("cache-1")["up"] and node.backend("cache-3")["up"]
+        # New clients are served by the others meanwhile.
+        assert {node.get(fresh_addr())[1] for _ in range(6)} <= {"cache-1", "cache-3"}
+    finally:
+        node.caches[2].proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: node.backend("cache-2")["up"], 10, "cache-2 up again")
+    # The checks were real handshakes: the cache counted full ones.
+    status, body = node.caches[1].admin_get("/metrics")
+    assert status == 200
+    full = [l for l in body.splitlines() if l.startswith("ferry_tls_handshakes_total") and 'handshake="full"' in l]
+    assert full and sum(float(l.split()[-1]) for l in full) >= 5, full
+
+
+def test_weights_shares_and_draining(tmp_path, procs, nginx_factory, pki):
+    node = Node(tmp_path, procs, nginx_factory, pki, policy="session_id hash", tickets="off",
+                weights={1: 1, 2: 3, 3: 1})
+    assert [b["weight"] for b in node.api()["backends"]] == [1, 3, 1]
+    seen = {}
+    for _ in range(50):
+        name = node.get(fresh_addr())[1]
+        seen[name] = seen.get(name, 0) + 1
+    assert seen.get("cache-2", 0) > max(seen.get("cache-1", 0), seen.get("cache-3", 0)), seen
+    # A TLS 1.2 session issued by cache-3, through the switch.
+    sess = tmp_path / "s3.pem"
+    for _ in range(40):
+        out = node.s_client("-tls1_2", "-sess_out", sess)
+        if via(out) == "cache-3":
+            break
+    assert via(out) == "cache-3"
+    # Drain cache-3 with weight 0 by reload: it keeps its state and its
+    # session, and gets no new clients.
+    node.weights[3] = 0
+    node.sw.write_config(node.switch_conf((1, 2, 3)))
+    node.sw.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: node.backend("cache-3")["weight"] == 0, 10, "weight 0 after reload")
+    assert node.backend("cache-3")["up"]
+    assert all(node.get(fresh_addr())[1] != "cache-3" for _ in range(30))
+    out = node.s_client("-tls1_2", "-sess_in", sess)
+    assert via(out) == "cache-3" and "Reused, TLSv1.2" in out, out
 
 
 def test_config_errors(tmp_path):

@@ -4,7 +4,8 @@
  * tickets, TLS 1.2 tickets, session IDs; prefix and mod-n codecs), and
  * running the chain: each step decides or passes, a down or excluded
  * backend falls through, sticky entries are written and followed,
- * leastconn and roundrobin, url affinity on plain HTTP, fallback.
+ * leastconn and roundrobin, url affinity on plain HTTP, fallback, and
+ * weights (shares, minimal movement, draining with weight 0).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -327,6 +328,111 @@ static void test_url_affinity(void **state)
     fx_fini(&f);
 }
 
+/* The backend index a decision picked. */
+static int which(const struct fx *f, const struct sw_decision *d)
+{
+    for (int i = 0; i < 3; i++)
+        if (f->b[i] == d->b)
+            return i;
+    fail_msg("decision outside the pool");
+    return -1;
+}
+
+static int hash_pick(struct fx *f, uint32_t client)
+{
+    uint8_t a[4] = {(uint8_t)(client >> 24), (uint8_t)(client >> 16), (uint8_t)(client >> 8), (uint8_t)client};
+    struct sw_request r = {.client = a, .client_len = 4};
+    struct sw_decision d;
+    assert_int_equal(sw_policy_decide(&f->pol, &f->pool, NULL, &f->rr, 0, &r, &d), 0);
+    assert_int_equal(d.step, SW_STEP_HASH);
+    return which(f, &d);
+}
+
+static void test_weighted_hash(void **state)
+{
+    enum { N = 60000 };
+    static int8_t before[N];
+    struct fx f;
+    fx_init(&f, "hash");
+    int count[3] = {0, 0, 0};
+    /* Equal weights: thirds. */
+    for (uint32_t c = 0; c < N; c++)
+        count[before[c] = (int8_t)hash_pick(&f, 0x0a000000u + c)]++;
+    for (int i = 0; i < 3; i++)
+        assert_true(count[i] > N / 3 - N / 50 && count[i] < N / 3 + N / 50);
+    /* Weight 2 on cache-2: it gets half, and only clients move to it. */
+    atomic_store(&f.b[1]->weight, 2);
+    memset(count, 0, sizeof(count));
+    for (uint32_t c = 0; c < N; c++) {
+        int now = hash_pick(&f, 0x0a000000u + c);
+        count[now]++;
+        if (now != before[c])
+            assert_int_equal(now, 1);
+    }
+    assert_true(count[1] > N / 2 - N / 50 && count[1] < N / 2 + N / 50);
+    assert_true(count[0] > N / 4 - N / 50 && count[0] < N / 4 + N / 50);
+    /* Weight 0 drains cache-3: no client hashes there, the others stay. */
+    atomic_store(&f.b[1]->weight, 1);
+    atomic_store(&f.b[2]->weight, 0);
+    for (uint32_t c = 0; c < N; c++) {
+        int now = hash_pick(&f, 0x0a000000u + c);
+        assert_int_not_equal(now, 2);
+        if (before[c] != 2)
+            assert_int_equal(now, before[c]);
+    }
+    /* ... but still resumes its own sessions. */
+    struct sw_hello_keys k = {.sid_label = 3};
+    fx_fini(&f);
+    fx_init(&f, "session_id hash");
+    atomic_store(&f.b[2]->weight, 0);
+    struct sw_decision d = decide_keys(&f, &k, 0);
+    assert_ptr_equal(d.b, f.b[2]);
+    assert_int_equal(d.step, SW_STEP_SESSION_ID);
+    /* When the drained one is all that is up, it serves. */
+    atomic_store(&f.b[0]->up, 0);
+    atomic_store(&f.b[1]->up, 0);
+    k.sid_label = 0;
+    d = decide_keys(&f, &k, 0);
+    assert_ptr_equal(d.b, f.b[2]);
+    fx_fini(&f);
+}
+
+static void test_weighted_roundrobin_and_leastconn(void **state)
+{
+    struct fx f;
+    fx_init(&f, "roundrobin");
+    atomic_store(&f.b[0]->weight, 3);
+    atomic_store(&f.b[1]->weight, 1);
+    atomic_store(&f.b[2]->weight, 0);
+    int count[3] = {0, 0, 0}, run = 0, longest = 0, last = -1;
+    struct sw_hello_keys k = {0};
+    for (int i = 0; i < 400; i++) {
+        struct sw_decision d = decide_keys(&f, &k, 0);
+        int b = which(&f, &d);
+        count[b]++;
+        run = b == last ? run + 1 : 1;
+        longest = run > longest ? run : longest;
+        last = b;
+    }
+    assert_int_equal(count[0], 300);
+    assert_int_equal(count[1], 100);
+    assert_int_equal(count[2], 0);
+    assert_true(longest <= 3);
+    fx_fini(&f);
+
+    fx_init(&f, "leastconn");
+    atomic_store(&f.b[0]->weight, 4);
+    atomic_store(&f.b[1]->weight, 1);
+    atomic_store(&f.b[2]->weight, 0);
+    atomic_store(&f.b[0]->active, 7);   /* 7/4 per unit of weight */
+    atomic_store(&f.b[1]->active, 2);   /* 2/1 */
+    atomic_store(&f.b[2]->active, 0);   /* drained: not a candidate */
+    assert_ptr_equal(decide_keys(&f, &k, 0).b, f.b[0]);
+    atomic_store(&f.b[0]->active, 9);   /* 9/4 > 2/1 */
+    assert_ptr_equal(decide_keys(&f, &k, 0).b, f.b[1]);
+    fx_fini(&f);
+}
+
 static void test_step_names(void **state)
 {
     enum sw_step s;
@@ -349,6 +455,8 @@ int main(void)
         cmocka_unit_test(test_leastconn_and_roundrobin),
         cmocka_unit_test(test_fallback_and_exclusion),
         cmocka_unit_test(test_url_affinity),
+        cmocka_unit_test(test_weighted_hash),
+        cmocka_unit_test(test_weighted_roundrobin_and_leastconn),
         cmocka_unit_test(test_step_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
