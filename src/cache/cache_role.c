@@ -47,6 +47,8 @@ const struct conf_opt cache_opts[] = {
      .help = "Oldest TLS version accepted."},
     {.name = "tls_session_timeout", .type = CONF_DURATION, .min = 1000, .max = 604800000,
      .def = "1h", .help = "Lifetime of TLS sessions for resumption."},
+    {.name = "tls_session_cache_size", .type = CONF_INT, .min = 16, .max = 100000000, .def = "100000",
+     .help = "TLS sessions held for resumption by session ID or stateful ticket (shared by the workers; the oldest go first)."},
     {.name = "tls_tickets", .type = CONF_FLAG, .def = "on",
      .help = "Stateless session tickets; off = stateful TLS 1.3 tickets (PSK identity = session ID)."},
     {.name = "tls_label", .type = CONF_INT, .min = 0, .max = 65535, .def = "0",
@@ -276,6 +278,7 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
             .min_version = tls_version(conf_str(b, "tls_min_version")),
             .session_timeout = (long)(conf_int(b, "tls_session_timeout") / 1000),
             .tickets = (int)conf_int(b, "tls_tickets"),
+            .session_cache_size = (size_t)conf_int(b, "tls_session_cache_size"),
             .metric_labels = "role=\"cache\"",
             .label = (unsigned)conf_int(b, "tls_label"),
         };
@@ -558,6 +561,21 @@ static int api_stats(void *arg, const struct admin_req *req, struct buf *out, co
         json_obj_end(&j);
     }
     json_kv_int(&j, "tls_handshakes", metrics_sum("ferry_tls_handshakes_total"));
+    if (ca->set->tls) {
+        struct sess_store_stats ss;
+        sess_store_stats(tls_server_store(ca->set->tls), &ss);
+        json_key(&j, "tls_sessions");
+        json_obj_begin(&j);
+        json_kv_int(&j, "entries", (int64_t)ss.entries);
+        json_kv_int(&j, "stored", (int64_t)ss.stored);
+        json_kv_int(&j, "received", (int64_t)ss.received);
+        json_kv_int(&j, "hits", (int64_t)ss.hits);
+        json_kv_int(&j, "misses", (int64_t)ss.misses);
+        json_kv_int(&j, "removed", (int64_t)ss.removed);
+        json_kv_int(&j, "evicted", (int64_t)ss.evicted);
+        json_kv_int(&j, "expired", (int64_t)ss.expired);
+        json_obj_end(&j);
+    }
     json_obj_end(&j);
     json_obj_end(&j);
     return 200;
@@ -685,6 +703,8 @@ static int cache_reload(void *inst, void *fresh_inst, struct conf *c)
         log_warnx("cache: listen addresses changed; they take effect at restart");
     if (ca->nlisten_tls > 0 && f->set->tls == NULL)
         log_warnx("cache: no certificate in the new configuration; keeping TLS listeners on the old ones");
+    /* Sessions and tickets issued before the reload keep resuming. */
+    tls_server_keep_state(f->set->tls, ca->set->tls);
     for (unsigned i = 0; i < ca->nworkers; i++) {
         struct swap *s = xmalloc(sizeof(*s));
         s->w = &ca->workers[i];

@@ -14,6 +14,7 @@
 #include "cache/upstream.h"
 #include "http/server.h"
 #include "lib/metrics.h"
+#include "tls/sess_store.h"
 #include "tls/tls.h"
 
 #define MAX_KEY 8192 /* longest primary key (publisher + target) */

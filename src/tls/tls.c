@@ -2,6 +2,7 @@
  * tls -- see tls.h.
  */
 #include "tls/tls.h"
+#include "tls/sess_store.h"
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -40,6 +41,7 @@ struct tls_server {
     unsigned label;
     struct sid_codec codec;
     struct ticket_key key;  /* wiped on destroy */
+    struct sess_store *store;   /* a reference */
     EVP_CIPHER *cipher;     /* fetched once */
 };
 
@@ -207,9 +209,8 @@ static SSL_CTX *make_ctx(const struct tls_server_conf *conf, const struct tls_ce
         ssl_err(err, errlen, "private key does not match certificate", cc->cert_path);
         goto fail;
     }
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    sess_store_attach(t->store, ctx);
     SSL_CTX_set_timeout(ctx, conf->session_timeout > 0 ? conf->session_timeout : 3600);
-    SSL_CTX_sess_set_cache_size(ctx, 100000);
     /* All contexts of one server share a session-id context so that a
      * session resumes whichever certificate SNI selected. */
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ferry", 5);
@@ -240,6 +241,7 @@ struct tls_server *tls_server_create(const struct tls_server_conf *conf, char *e
         return NULL;
     }
     struct tls_server *t = xcalloc(1, sizeof(*t));
+    t->store = sess_store_create(conf->session_cache_size ? conf->session_cache_size : 100000);
     t->label = conf->label;
     t->codec = conf->codec;
     if (t->label != 0) {
@@ -250,6 +252,7 @@ struct tls_server *tls_server_create(const struct tls_server_conf *conf, char *e
             snprintf(err, errlen, "cannot set up label %u session identifiers", t->label);
             EVP_CIPHER_free(t->cipher);
             mem_wipe(&t->key, sizeof(t->key));
+            sess_store_unref(t->store);
             free(t);
             return NULL;
         }
@@ -282,6 +285,7 @@ void tls_server_destroy(struct tls_server *t)
          * callbacks no longer reach this struct. */
         if (t->certs[i].ctx) {
             SSL_CTX_set_ex_data(t->certs[i].ctx, ex_index, NULL);
+            sess_store_detach(t->certs[i].ctx);
             SSL_CTX_set_tlsext_servername_arg(t->certs[i].ctx, NULL);
             SSL_CTX_set_tlsext_servername_callback(t->certs[i].ctx, NULL);
             SSL_CTX_free(t->certs[i].ctx);
@@ -293,7 +297,26 @@ void tls_server_destroy(struct tls_server *t)
     free(t->certs);
     EVP_CIPHER_free(t->cipher);
     mem_wipe(&t->key, sizeof(t->key));
+    sess_store_unref(t->store);
     free(t);
+}
+
+void tls_server_keep_state(struct tls_server *fresh, struct tls_server *old)
+{
+    if (fresh == NULL || old == NULL || fresh == old)
+        return;
+    sess_store_unref(fresh->store);
+    fresh->store = sess_store_ref(old->store);
+    for (size_t i = 0; i < fresh->ncerts; i++)
+        sess_store_attach(fresh->store, fresh->certs[i].ctx);
+    if (fresh->label != 0 && fresh->label == old->label && fresh->codec.kind == old->codec.kind &&
+        fresh->codec.n == old->codec.n)
+        memcpy(&fresh->key, &old->key, sizeof(fresh->key));
+}
+
+struct sess_store *tls_server_store(struct tls_server *t)
+{
+    return t->store;
 }
 
 SSL_CTX *tls_server_ctx(struct tls_server *t)

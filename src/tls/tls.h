@@ -40,6 +40,7 @@ struct tls_server_conf {
     long session_timeout;  /* seconds */
     int tickets;           /* issue session tickets */
     const char *metric_labels; /* labels for the handshake counters, e.g. role="cache" */
+    size_t session_cache_size; /* sessions held by the store (0: 100000) */
     unsigned label;        /* this server's label in its node group, 0 = none */
     struct sid_codec codec;/* how the label is written (with label != 0) */
 };
@@ -54,6 +55,14 @@ struct tls_server *tls_server_create(const struct tls_server_conf *conf, char *e
                                      size_t errlen);
 /* Drops a reference (connections hold the SSL_CTXs themselves). */
 void tls_server_destroy(struct tls_server *t);
+/*
+ * After a reload: fresh takes over old's session store and, when the
+ * label is unchanged, its ticket key, so sessions and tickets issued
+ * before the reload still resume.
+ */
+void tls_server_keep_state(struct tls_server *fresh, struct tls_server *old);
+/* The session store (sessions held, counters). */
+struct sess_store *tls_server_store(struct tls_server *t);
 /* The context new connections start on. */
 SSL_CTX *tls_server_ctx(struct tls_server *t);
 /* Returns the names (SAN DNS) found in certificate i, for logs and tests. */
