@@ -34,6 +34,22 @@ const struct conf_opt cache_publisher_opts[] = {
     {0},
 };
 
+const struct conf_opt cache_tls_group_opts[] = {
+    {.name = "listen", .type = CONF_STR, .flags = CONF_REQUIRED,
+     .help = "UDP ADDR:PORT where this server receives its peers' sessions."},
+    {.name = "peer", .type = CONF_STR, .flags = CONF_MULTI,
+     .help = "UDP ADDR:PORT of another server of the node group (sessions are sent to each)."},
+    {.name = "key_file", .type = CONF_PATH, .flags = CONF_REQUIRED,
+     .help = "Group keys, `ID HEX` lines (docs/session-wire.md); mode 0600. Reloaded on SIGHUP."},
+    {.name = "sender", .type = CONF_INT, .min = 0, .max = 65535, .def = "0",
+     .help = "This server's id in the group (default: tls_label); unique in the group, nonzero."},
+    {.name = "replay_window", .type = CONF_DURATION, .min = 1000, .max = 3600000, .def = "30s",
+     .help = "Datagrams stamped further than this from the local clock are refused."},
+    {.name = "sync_datagram_size", .type = CONF_SIZE, .min = 512, .max = 65507, .def = "1400",
+     .help = "Largest datagram of a sync answer to a restarted peer (stay under the path MTU)."},
+    {0},
+};
+
 const struct conf_opt cache_opts[] = {
     {.name = "name", .type = CONF_STR, .def = "ferry",
      .help = "This server's name in Via and logs."},
@@ -49,6 +65,10 @@ const struct conf_opt cache_opts[] = {
      .def = "1h", .help = "Lifetime of TLS sessions for resumption."},
     {.name = "tls_session_cache_size", .type = CONF_INT, .min = 16, .max = 100000000, .def = "100000",
      .help = "TLS sessions held for resumption by session ID or stateful ticket (shared by the workers; the oldest go first)."},
+    {.name = "tls_session_store", .type = CONF_ENUM, .choices = "local|group", .def = "local",
+     .help = "Where TLS sessions live: local (this server's workers) or group (also sent to the tls_group peers, sealed with the group key)."},
+    {.name = "tls_group", .type = CONF_BLOCK, .block = cache_tls_group_opts,
+     .help = "The node group sharing sessions (tls_session_store group)."},
     {.name = "tls_tickets", .type = CONF_FLAG, .def = "on",
      .help = "Stateless session tickets; off = stateful TLS 1.3 tickets (PSK identity = session ID)."},
     {.name = "tls_label", .type = CONF_INT, .min = 0, .max = 65535, .def = "0",
@@ -208,6 +228,76 @@ static int tls_version(const char *s)
     return strcmp(s, "TLSv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
 }
 
+static void group_conf_free(struct sess_group_conf *g)
+{
+    if (g == NULL)
+        return;
+    sess_group_conf_fini(g);
+    free(g);
+}
+
+/* tls_session_store and the tls_group block. Returns the number of errors. */
+static int parse_tls_group(struct conf *c, const struct conf_node *b, struct cache *ca)
+{
+    const struct conf_node *gb = conf_find(b, "tls_group");
+    if (strcmp(conf_str(b, "tls_session_store"), "group") != 0) {
+        if (gb) {
+            conf_error(c, gb, "tls_group needs tls_session_store group");
+            return 1;
+        }
+        return 0;
+    }
+    if (gb == NULL) {
+        conf_error(c, conf_find(b, "tls_session_store"), "tls_session_store group needs a tls_group block");
+        return 1;
+    }
+    if (ca->set->tls == NULL) {
+        conf_error(c, gb, "tls_group: no certificate, so no TLS sessions to share");
+        return 1;
+    }
+    int errors = 0;
+    char err[512];
+    struct sess_group_conf *g = xcalloc(1, sizeof(*g));
+    if (net_addr_parse(conf_str(gb, "listen"), &g->listen) < 0) {
+        conf_error(c, conf_find(gb, "listen"), "tls_group: listen \"%s\" is not a numeric address:port",
+                   conf_str(gb, "listen"));
+        errors++;
+    }
+    for (const struct conf_node *n = conf_find(gb, "peer"); n; n = conf_next(n)) {
+        if (g->npeers == SESS_GROUP_MAX_PEERS) {
+            conf_error(c, n, "tls_group: at most %d peers", SESS_GROUP_MAX_PEERS);
+            errors++;
+            break;
+        }
+        if (net_addr_parse(n->args[0], &g->peers[g->npeers]) < 0) {
+            conf_error(c, n, "tls_group: peer \"%s\" is not a numeric address:port", n->args[0]);
+            errors++;
+            continue;
+        }
+        g->npeers++;
+    }
+    if (sess_keyring_load(&g->keys, conf_str(gb, "key_file"), err, sizeof(err)) < 0) {
+        conf_error(c, conf_find(gb, "key_file"), "tls_group: %s", err);
+        errors++;
+    }
+    int64_t sender = conf_int(gb, "sender");
+    if (sender == 0)
+        sender = conf_int(b, "tls_label");
+    if (sender == 0) {
+        conf_error(c, gb, "tls_group: needs a sender id (sender, or tls_label)");
+        errors++;
+    }
+    g->sender = (uint16_t)sender;
+    g->window_ms = (uint32_t)conf_int(gb, "replay_window");
+    g->sync_datagram = (size_t)conf_int(gb, "sync_datagram_size");
+    if (errors) {
+        group_conf_free(g);
+        return errors;
+    }
+    ca->group_conf = g;
+    return 0;
+}
+
 static void *cache_create(struct conf *c, const struct conf_node *b)
 {
     struct cache *ca = xcalloc(1, sizeof(*ca));
@@ -364,12 +454,14 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
                               : xasprintf("%.*s/%s", (int)(slash - conf_find(b, "access_log")->file),
                                           conf_find(b, "access_log")->file, al);
     }
+    errors += parse_tls_group(c, b, ca);
     if (conf_str(b, "disk_path"))
         ca->disk_path = xstrdup(conf_str(b, "disk_path"));
     ca->disk_size = (uint64_t)conf_int(b, "disk_size");
     enum evict_kind ek = EVICT_S3FIFO;
     evict_kind_parse(conf_str(b, "eviction"), &ek);
     if (errors) {
+        group_conf_free(ca->group_conf);
         free(ca->listen);
         free(ca->listen_tls);
         free(ca->proxy);
@@ -576,6 +668,29 @@ static int api_stats(void *arg, const struct admin_req *req, struct buf *out, co
         json_kv_int(&j, "expired", (int64_t)ss.expired);
         json_obj_end(&j);
     }
+    if (ca->group) {
+        struct sess_group_stats gs;
+        sess_group_stats(ca->group, &gs);
+        json_key(&j, "tls_group");
+        json_obj_begin(&j);
+        json_kv_int(&j, "replicated", (int64_t)gs.sent);
+        json_kv_int(&j, "datagrams_out", (int64_t)gs.datagrams_out);
+        json_kv_int(&j, "send_errors", (int64_t)gs.send_errors);
+        json_kv_int(&j, "received", (int64_t)gs.received);
+        json_kv_int(&j, "deleted", (int64_t)gs.deleted);
+        json_kv_int(&j, "rejected", (int64_t)gs.rejected);
+        json_key(&j, "rejected_by");
+        json_obj_begin(&j);
+        static const char *const why[16] = {"not_peer", "short", "long", "magic", "version", "type",
+                                            "sender", "key_id", "auth", "payload", "stale", "replay"};
+        for (int i = 0; i < 16; i++)
+            if (gs.rejected_by[i] && why[i])
+                json_kv_int(&j, why[i], (int64_t)gs.rejected_by[i]);
+        json_obj_end(&j);
+        json_kv_int(&j, "sync_requests", (int64_t)gs.sync_requests);
+        json_kv_int(&j, "sync_sent", (int64_t)gs.sync_sent);
+        json_obj_end(&j);
+    }
     json_obj_end(&j);
     json_obj_end(&j);
     return 200;
@@ -670,6 +785,15 @@ static int cache_start(void *inst, const struct role_env *env)
     for (size_t j = 0; j < ca->nlisten_tls; j++)
         log_info("cache %s: listening on https://%s", ca->set->name,
                  net_addr_str(&ca->listen_tls[j], as, sizeof(as)));
+    if (ca->group_conf) {
+        char err[256];
+        ca->group = sess_group_start(env->main_loop, tls_server_store(ca->set->tls), ca->group_conf, err,
+                                     sizeof(err));
+        if (ca->group == NULL) {
+            log_error("cache: tls_group: %s", err);
+            return -1;
+        }
+    }
     if (env->admin) {
         admin_route(env->admin, "POST", "/purge", api_purge, ca);
         admin_route(env->admin, "POST", "/expire", api_expire, ca);
@@ -705,6 +829,10 @@ static int cache_reload(void *inst, void *fresh_inst, struct conf *c)
         log_warnx("cache: no certificate in the new configuration; keeping TLS listeners on the old ones");
     /* Sessions and tickets issued before the reload keep resuming. */
     tls_server_keep_state(f->set->tls, ca->set->tls);
+    if (ca->group && f->group_conf)
+        sess_group_update(ca->group, f->group_conf); /* new keys and peers */
+    else if ((ca->group != NULL) != (f->group_conf != NULL))
+        log_warnx("cache: tls_session_store changed; it takes effect at restart");
     for (unsigned i = 0; i < ca->nworkers; i++) {
         struct swap *s = xmalloc(sizeof(*s));
         s->w = &ca->workers[i];
@@ -737,6 +865,8 @@ static void cache_destroy(void *inst)
         disk_close(ca->disk);
     }
     free(ca->disk_path);
+    sess_group_stop(ca->group);
+    group_conf_free(ca->group_conf);
     for (unsigned i = 0; i < ca->nworkers; i++) {
         hsrv_destroy(ca->workers[i].srv);
         up_pool_destroy(ca->workers[i].pool);

@@ -14,6 +14,7 @@
 #include "cache/upstream.h"
 #include "http/server.h"
 #include "lib/metrics.h"
+#include "tls/sess_group.h"
 #include "tls/sess_store.h"
 #include "tls/tls.h"
 
@@ -72,6 +73,8 @@ struct cache {
     _Atomic int access_fd;
     struct metric *m_req[XC_COUNT], *m_bytes, *m_fetches, *m_fetch_err, *m_collapsed, *m_purged;
     struct metric *m_disk_hits;
+    struct sess_group_conf *group_conf; /* owned: tls_session_store group, or NULL */
+    struct sess_group *group;           /* running replication, or NULL */
 };
 
 /* The HTTP handler of the cache (cache.c). */

@@ -1,0 +1,167 @@
+"""The `group` session store: three caches share TLS sessions over UDP,
+sealed with the group key (docs/session-wire.md). A session issued by one
+cache resumes on the others, directly and through a round-robin switch, for
+TLS 1.2 session IDs and TLS 1.3 stateful tickets. Forged, corrupted,
+truncated, replayed and wrong-key datagrams are refused and counted. A key
+rotation by reload keeps resumption working, and a restarted cache catches
+up on live sessions from its peers."""
+import json
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from conftest import SLOW, Ferryd, fresh_addr, wait_for
+
+HOST = "www.example.test"
+REQ = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+PORT = 7400
+KEY1 = "1 " + "11" * 32 + "\n"
+KEY2 = "2 " + "22" * 32 + "\n"
+
+
+def udp_port():
+    """A free UDP port on 127.0.0.1 for the test's own fake peer."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+class Group:
+    def __init__(self, tmp_path, procs, pki, nginx_factory, spy=None, extra=""):
+        self.tmp, self.procs, self.pki, self.extra = tmp_path, procs, pki, extra
+        self.ngx = nginx_factory("")
+        self.ngx.put("/index.html", "hi\n")
+        self.keys = tmp_path / "group.keys"
+        self.write_keys(KEY1)
+        self.addrs = {i: fresh_addr() for i in (1, 2, 3)}
+        self.spy = spy  # (addr, port) that cache-1 also sends to
+        self.caches = {}
+        for i in (1, 2, 3):
+            self.start(i)
+
+    def write_keys(self, text):
+        self.keys.write_text(text)
+        os.chmod(self.keys, 0o600)
+
+    def conf(self, i):
+        cert, key = self.pki["certs"]["www"]
+        peers = "".join(f"        peer {self.addrs[j]}:{PORT};\n" for j in (1, 2, 3) if j != i)
+        if self.spy and i == 1:
+            peers += f"        peer {self.spy[0]}:{self.spy[1]};\n"
+        return f"""
+cache {{
+    name cache-{i};
+    listen_tls {self.addrs[i]}:8443;
+    certificate {cert} {key};
+    tls_label {i};
+    tls_tickets off;
+    tls_session_store group;
+    tls_group {{
+        listen {self.addrs[i]}:{PORT};
+{peers}        key_file {self.keys};
+    }}
+    {self.extra}
+    publisher {HOST} {{ origin http://{self.ngx.addr}:8080; }}
+}}
+"""
+
+    def start(self, i):
+        a = self.addrs[i]
+        f = Ferryd(str(self.tmp), f"cache-{i}", self.conf(i), admin_addr=f"{a}:9000")
+        self.procs.append(f)
+        f.start([(a, 8443), (a, 9000)])
+        self.caches[i] = f
+
+    def stats(self, i):
+        status, body = self.caches[i].admin_get("/api/v1/stats")
+        assert status == 200, body
+        c = json.loads(body)["cache"]
+        return c["tls_group"], c["tls_sessions"]
+
+    def s_client(self, addr, version, flag, sess):
+        r = subprocess.run(["openssl", "s_client", "-connect", f"{addr}:8443", "-servername", HOST,
+                            "-CAfile", self.pki["ca"], version, "-ign_eof", flag, str(sess)],
+                           input=REQ, capture_output=True, timeout=20 * SLOW)
+        out = r.stdout.decode(errors="replace")
+        assert r.returncode == 0, out + r.stderr.decode(errors="replace")
+        return out
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_any_cache_resumes_what_another_issued(tmp_path, procs, pki, nginx_factory, version):
+    g = Group(tmp_path, procs, pki, nginx_factory)
+    sess = tmp_path / "s.pem"
+    assert "New, TLSv1" in g.s_client(g.addrs[1], version, "-sess_out", sess)
+    wait_for(lambda: all(g.stats(i)[0]["received"] >= 1 for i in (2, 3)), 10, "replicated")
+    for i in (2, 3, 1):
+        out = g.s_client(g.addrs[i], version, "-sess_in", sess)
+        assert "Reused, TLSv1" in out, (i, out)
+    assert g.stats(1)[0]["replicated"] >= 1
+    # Through a round-robin switch: every connection resumes, wherever it lands.
+    sw_addr = fresh_addr()
+    backends = "\n".join(f"    backend cache-{i} {g.addrs[i]}:8443;" for i in (1, 2, 3))
+    sw = Ferryd(str(tmp_path), "switch", f"switch {{\n    listen {sw_addr}:8443;\n    policy roundrobin;\n"
+                f"{backends}\n    health_check off;\n}}\n")
+    procs.append(sw)
+    sw.start([(sw_addr, 8443)])
+    seen = set()
+    for _ in range(6):
+        out = g.s_client(sw_addr, version, "-sess_in", sess)
+        assert "Reused, TLSv1" in out, out
+        seen.add([l for l in out.splitlines() if l.lower().startswith("via:")][0].split()[2])
+    assert seen == {"cache-1", "cache-2", "cache-3"}, seen
+
+
+def test_bad_datagrams_are_refused_and_counted(tmp_path, procs, pki, nginx_factory):
+    spy = udp_port()
+    g = Group(tmp_path, procs, pki, nginx_factory, spy=spy.getsockname())
+    spy.settimeout(10 * SLOW)
+    g.s_client(g.addrs[1], "-tls1_2", "-sess_out", tmp_path / "s.pem")
+    real = b""
+    while len(real) < 6 or real[5] != 1:  # skip the sync requests: the first SESSION datagram
+        real, _ = spy.recvfrom(65536)     # cache-1 sent to every peer, cache-2 included
+    wait_for(lambda: g.stats(2)[0]["received"] >= 1, 10, "replicated to cache-2")
+    target = (g.addrs[2], PORT)
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind((g.addrs[1], 0))
+    out.sendto(real, target)                                   # replayed
+    out.sendto(real[:-1] + bytes([real[-1] ^ 1]), target)      # tag changed: forged
+    mid = len(real) // 2
+    out.sendto(real[:mid] + bytes([real[mid] ^ 0x80]) + real[mid + 1:], target)  # ciphertext corrupted
+    out.sendto(real[:30], target)                              # truncated
+    out.sendto(real[:6] + b"\x00\x09" + real[8:], target)      # key id 9: not in the ring
+    out.sendto(b"GET / HTTP/1.1\r\nHost: www.example.test\r\nAccept: */*\r\n\r\n", target)  # not ours
+    wait_for(lambda: g.stats(2)[0]["rejected"] >= 6, 10, "six refusals")
+    grp, store = g.stats(2)
+    by = grp["rejected_by"]
+    assert by.get("replay") == 1 and by.get("auth") == 2 and by.get("short") == 1, by
+    assert by.get("key_id") == 1 and by.get("magic") == 1, by
+    assert grp["received"] == 1 and store["received"] == 1, (grp, store)
+    assert g.caches[2].proc.alive()
+
+
+def test_key_rotation_and_catch_up_after_restart(tmp_path, procs, pki, nginx_factory):
+    g = Group(tmp_path, procs, pki, nginx_factory)
+    # Rotation: every server gets keys 1 and 2 and reloads; 2 now seals.
+    g.write_keys(KEY1 + KEY2)
+    for i in (1, 2, 3):
+        g.caches[i].proc.send_signal(signal.SIGHUP)
+    for i in (1, 2, 3):
+        wait_for(lambda: "sealing with key 2" in g.caches[i].proc.output(), 10, f"cache-{i} reloaded")
+    sess = tmp_path / "r.pem"
+    g.s_client(g.addrs[1], "-tls1_3", "-sess_out", sess)
+    wait_for(lambda: g.stats(2)[0]["received"] >= 1, 10, "replicated under key 2")
+    assert "Reused, TLSv1.3" in g.s_client(g.addrs[2], "-tls1_3", "-sess_in", sess)
+    # Key 1 retired everywhere: still fine.
+    g.write_keys(KEY2)
+    for i in (1, 2, 3):
+        g.caches[i].proc.send_signal(signal.SIGHUP)
+    # A restarted cache-3 asks its peers and catches up on the live sessions.
+    g.caches[3].proc.stop()
+    g.start(3)
+    wait_for(lambda: g.stats(3)[1]["received"] >= 1, 10, "cache-3 caught up")
+    assert "Reused, TLSv1.3" in g.s_client(g.addrs[3], "-tls1_3", "-sess_in", sess)
+    assert g.stats(1)[0]["sync_requests"] + g.stats(2)[0]["sync_requests"] >= 1
