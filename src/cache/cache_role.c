@@ -67,6 +67,10 @@ const struct conf_opt cache_opts[] = {
      .help = "TLS sessions held for resumption by session ID or stateful ticket (shared by the workers; the oldest go first)."},
     {.name = "tls_session_store", .type = CONF_ENUM, .choices = "local|group", .def = "local",
      .help = "Where TLS sessions live: local (this server's workers) or group (also sent to the tls_group peers, sealed with the group key)."},
+    {.name = "tls_ticket_keys", .type = CONF_ENUM, .choices = "local|group", .def = "local",
+     .help = "Stateless ticket keys: local (random per process; names carry tls_label) or group (derived by every server of the tls_group from the group key, per rotation period: tickets resume on any of them)."},
+    {.name = "tls_ticket_key_rotation", .type = CONF_DURATION, .min = 60000, .max = 604800000, .def = "1h",
+     .help = "Period of group ticket keys; keys of the periods a live session may come from still decrypt."},
     {.name = "tls_group", .type = CONF_BLOCK, .block = cache_tls_group_opts,
      .help = "The node group sharing sessions (tls_session_store group)."},
     {.name = "tls_tickets", .type = CONF_FLAG, .def = "on",
@@ -240,9 +244,11 @@ static void group_conf_free(struct sess_group_conf *g)
 static int parse_tls_group(struct conf *c, const struct conf_node *b, struct cache *ca)
 {
     const struct conf_node *gb = conf_find(b, "tls_group");
+    int tickets = strcmp(conf_str(b, "tls_ticket_keys"), "group") == 0;
     if (strcmp(conf_str(b, "tls_session_store"), "group") != 0) {
-        if (gb) {
-            conf_error(c, gb, "tls_group needs tls_session_store group");
+        if (gb || tickets) {
+            conf_error(c, gb ? gb : conf_find(b, "tls_ticket_keys"),
+                       "%s needs tls_session_store group", gb ? "tls_group" : "tls_ticket_keys group");
             return 1;
         }
         return 0;
@@ -293,6 +299,17 @@ static int parse_tls_group(struct conf *c, const struct conf_node *b, struct cac
     if (errors) {
         group_conf_free(g);
         return errors;
+    }
+    if (tickets) {
+        /* The TLS contexts get their own copy of the keys (their lifetime
+         * is that of the settings, not of the replication). */
+        struct sess_keyring *kr = NULL;
+        if (sess_keyring_load(&kr, conf_str(gb, "key_file"), err, sizeof(err)) < 0 ||
+            tls_server_set_group_tickets(ca->set->tls, kr, conf_int(b, "tls_ticket_key_rotation") / 1000) < 0) {
+            conf_error(c, conf_find(b, "tls_ticket_keys"), "tls_ticket_keys group: cannot set up the keys");
+            group_conf_free(g);
+            return 1;
+        }
     }
     ca->group_conf = g;
     return 0;

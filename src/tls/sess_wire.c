@@ -38,8 +38,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 
 #include "lib/util.h"
@@ -176,6 +178,28 @@ unsigned sess_keyring_count(const struct sess_keyring *kr)
 int sess_keyring_has(const struct sess_keyring *kr, uint16_t key_id)
 {
     return key_id != 0 && keyring_find(kr, key_id) != NULL;
+}
+
+int sess_keyring_derive(const struct sess_keyring *kr, uint16_t key_id, const char *label,
+                        const uint8_t *info, size_t infolen, uint8_t *out, size_t outlen)
+{
+    const struct sess_key *k = key_id ? keyring_find(kr, key_id) : NULL;
+    if (k == NULL || outlen == 0 || outlen > 255 * 32)
+        return -1;
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM params[5];
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)k->key, SESS_KEY_LEN);
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)label, strlen(label));
+    params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, infolen);
+    params[4] = OSSL_PARAM_construct_end();
+    int ok = kctx != NULL && EVP_KDF_derive(kctx, out, outlen, params) == 1;
+    EVP_KDF_CTX_free(kctx);
+    EVP_KDF_free(kdf);
+    if (!ok)
+        OPENSSL_cleanse(out, outlen);
+    return ok ? 0 : -1;
 }
 
 static int hex_val(char c)

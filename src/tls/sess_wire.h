@@ -156,6 +156,16 @@ void sess_keyring_destroy(struct sess_keyring *kr);
 /* The id of the key seal uses: the highest one not marked open-only. */
 uint16_t sess_keyring_seal_id(const struct sess_keyring *kr);
 
+/*
+ * Derives outlen bytes (at most 255 * 32) from key key_id with HKDF-SHA256
+ * (RFC 5869): salt = label, info = info[0..infolen). Other uses of the
+ * group key (stateless ticket keys) get their own keys this way, and the
+ * raw key bytes never leave this module. Returns 0, or -1 when key_id is
+ * not in kr or OpenSSL fails (out is then wiped).
+ */
+int sess_keyring_derive(const struct sess_keyring *kr, uint16_t key_id, const char *label,
+                        const uint8_t *info, size_t infolen, uint8_t *out, size_t outlen);
+
 /* Number of keys in kr (1..SESS_KEYRING_MAX). */
 unsigned sess_keyring_count(const struct sess_keyring *kr);
 

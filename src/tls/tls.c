@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -34,6 +35,15 @@ struct ticket_key {
     unsigned char hmac[32];
 };
 
+/* Group ticket keys derived for one (group key, period); see group_key(). */
+#define GROUP_KEYS_CACHED 8
+struct group_ticket_key {
+    uint16_t key_id;
+    uint64_t period;
+    int valid;
+    struct ticket_key k;
+};
+
 struct tls_server {
     struct tls_cert *certs; /* owned */
     size_t ncerts;
@@ -43,6 +53,14 @@ struct tls_server {
     struct ticket_key key;  /* wiped on destroy */
     struct sess_store *store;   /* a reference */
     EVP_CIPHER *cipher;     /* fetched once */
+    /* Group ticket keys (tls_server_set_group_tickets), or NULL. */
+    struct sess_keyring *group;         /* owned */
+    int64_t rotation_s;                 /* period length */
+    int64_t accept_periods;             /* past periods that still decrypt */
+    int64_t session_timeout;            /* seconds */
+    pthread_mutex_t gmu;                /* guards gkeys */
+    struct group_ticket_key gkeys[GROUP_KEYS_CACHED]; /* wiped on destroy */
+    unsigned gnext;                     /* next slot to replace */
 };
 
 static int ex_index = -1;     /* SSL_CTX ex data: the tls_server */
@@ -131,35 +149,119 @@ static int gen_session_id(SSL *ssl, unsigned char *id, unsigned int *id_len)
     return 0;
 }
 
+/* Loads key k into OpenSSL's ticket contexts (enc: and a fresh IV). */
+static int ticket_key_use(const struct tls_server *t, const struct ticket_key *k, unsigned char *iv,
+                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    OSSL_PARAM params[3];
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (enc && RAND_bytes(iv, 16) != 1)
+        return -1;
+    if ((enc ? EVP_EncryptInit_ex(cctx, t->cipher, NULL, k->aes, iv)
+             : EVP_DecryptInit_ex(cctx, t->cipher, NULL, k->aes, iv)) != 1 ||
+        EVP_MAC_CTX_set_params(hctx, params) != 1)
+        return -1;
+    return 0;
+}
+
 /*
- * Stateless tickets: one key per process whose name carries the label.
- * enc=1 seals a new ticket; enc=0 finds the key by name (0 = unknown, so
- * a full handshake follows).
+ * Group ticket keys: every server of the group derives the same key for
+ * each period of rotation_s seconds from the group key, so keys rotate by
+ * the clock and never travel. The key name, in clear at the start of
+ * every ticket, is "FTK" 0x01, the group key id (2 bytes), the period
+ * (8 bytes), 2 zero bytes: nothing secret. Derived keys are cached.
+ */
+static const unsigned char GROUP_TAG[4] = {'F', 'T', 'K', 1};
+
+static int group_key(struct tls_server *t, uint16_t id, uint64_t period, struct ticket_key *out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&t->gmu);
+    for (unsigned i = 0; i < GROUP_KEYS_CACHED; i++) {
+        if (t->gkeys[i].valid && t->gkeys[i].key_id == id && t->gkeys[i].period == period) {
+            *out = t->gkeys[i].k;
+            goto done;
+        }
+    }
+    uint8_t info[10], okm[64];
+    info[0] = (uint8_t)(id >> 8);
+    info[1] = (uint8_t)id;
+    for (int i = 0; i < 8; i++)
+        info[2 + i] = (uint8_t)(period >> (56 - 8 * i));
+    if (sess_keyring_derive(t->group, id, "ferry ticket key", info, sizeof(info), okm, sizeof(okm)) < 0) {
+        rc = -1;
+        goto done;
+    }
+    struct group_ticket_key *g = &t->gkeys[t->gnext++ % GROUP_KEYS_CACHED];
+    g->key_id = id;
+    g->period = period;
+    g->valid = 1;
+    memcpy(g->k.name, GROUP_TAG, 4);
+    memcpy(g->k.name + 4, info, 10);
+    g->k.name[14] = g->k.name[15] = 0;
+    memcpy(g->k.aes, okm, 32);
+    memcpy(g->k.hmac, okm + 32, 32);
+    mem_wipe(okm, sizeof(okm));
+    *out = g->k;
+done:
+    pthread_mutex_unlock(&t->gmu);
+    return rc;
+}
+
+static int group_ticket_cb(struct tls_server *t, unsigned char key_name[16], unsigned char *iv,
+                           EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_key k;
+    int64_t now_p = time_wall() / t->rotation_s;
+    int rc;
+    if (enc) {
+        if (group_key(t, sess_keyring_seal_id(t->group), (uint64_t)now_p, &k) < 0)
+            return -1;
+        memcpy(key_name, k.name, 16);
+        rc = ticket_key_use(t, &k, iv, cctx, hctx, 1) < 0 ? -1 : 1;
+        mem_wipe(&k, sizeof(k));
+        return rc;
+    }
+    if (memcmp(key_name, GROUP_TAG, 4) != 0 || key_name[14] != 0 || key_name[15] != 0)
+        return 0;
+    uint16_t id = (uint16_t)(key_name[4] << 8 | key_name[5]);
+    uint64_t p = 0;
+    for (int i = 0; i < 8; i++)
+        p = p << 8 | key_name[6 + i];
+    /* One period ahead is a peer whose clock runs a little fast; older
+     * than the session lifetime allows is a dead ticket. */
+    if (!sess_keyring_has(t->group, id) || (int64_t)p > now_p + 1 || (int64_t)p < now_p - t->accept_periods)
+        return 0;
+    if (group_key(t, id, p, &k) < 0)
+        return 0;
+    rc = ticket_key_use(t, &k, iv, cctx, hctx, 0) < 0 ? -1 : 1;
+    mem_wipe(&k, sizeof(k));
+    /* 2: valid, but issue a fresh ticket under the current key. */
+    return rc == 1 && ((int64_t)p != now_p || id != sess_keyring_seal_id(t->group)) ? 2 : rc;
+}
+
+/*
+ * Stateless tickets: group keys (above), or one key per process whose name
+ * carries the label. enc=1 seals a new ticket; enc=0 finds the key by name
+ * (0 = unknown, so a full handshake follows).
  */
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
     struct tls_server *t = server_of(ssl);
-    OSSL_PARAM params[3];
     if (t == NULL)
         return -1;
-    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, t->key.hmac, sizeof(t->key.hmac));
-    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[2] = OSSL_PARAM_construct_end();
+    if (t->group)
+        return group_ticket_cb(t, key_name, iv, cctx, hctx, enc);
     if (enc) {
         memcpy(key_name, t->key.name, 16);
-        if (RAND_bytes(iv, 16) != 1 ||
-            EVP_EncryptInit_ex(cctx, t->cipher, NULL, t->key.aes, iv) != 1 ||
-            EVP_MAC_CTX_set_params(hctx, params) != 1)
-            return -1;
-        return 1;
+        return ticket_key_use(t, &t->key, iv, cctx, hctx, 1) < 0 ? -1 : 1;
     }
     if (memcmp(key_name, t->key.name, 16) != 0)
         return 0;
-    if (EVP_MAC_CTX_set_params(hctx, params) != 1 ||
-        EVP_DecryptInit_ex(cctx, t->cipher, NULL, t->key.aes, iv) != 1)
-        return -1;
-    return 1;
+    return ticket_key_use(t, &t->key, iv, cctx, hctx, 0) < 0 ? -1 : 1;
 }
 
 static void load_names(struct tls_cert *tc, X509 *x)
@@ -242,6 +344,8 @@ struct tls_server *tls_server_create(const struct tls_server_conf *conf, char *e
     }
     struct tls_server *t = xcalloc(1, sizeof(*t));
     t->store = sess_store_create(conf->session_cache_size ? conf->session_cache_size : 100000);
+    pthread_mutex_init(&t->gmu, NULL);
+    t->session_timeout = conf->session_timeout > 0 ? conf->session_timeout : 3600;
     t->label = conf->label;
     t->codec = conf->codec;
     if (t->label != 0) {
@@ -253,6 +357,7 @@ struct tls_server *tls_server_create(const struct tls_server_conf *conf, char *e
             EVP_CIPHER_free(t->cipher);
             mem_wipe(&t->key, sizeof(t->key));
             sess_store_unref(t->store);
+            pthread_mutex_destroy(&t->gmu);
             free(t);
             return NULL;
         }
@@ -297,8 +402,29 @@ void tls_server_destroy(struct tls_server *t)
     free(t->certs);
     EVP_CIPHER_free(t->cipher);
     mem_wipe(&t->key, sizeof(t->key));
+    mem_wipe(t->gkeys, sizeof(t->gkeys));
+    sess_keyring_destroy(t->group);
+    pthread_mutex_destroy(&t->gmu);
     sess_store_unref(t->store);
     free(t);
+}
+
+int tls_server_set_group_tickets(struct tls_server *t, struct sess_keyring *keys, int64_t rotation_s)
+{
+    if (t->cipher == NULL)
+        t->cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    if (t->cipher == NULL || rotation_s <= 0) {
+        sess_keyring_destroy(keys);
+        return -1;
+    }
+    t->group = keys;
+    t->rotation_s = rotation_s;
+    /* A ticket lives as long as its session: keys of the periods it may
+     * have been issued in still decrypt. */
+    t->accept_periods = (t->session_timeout + rotation_s - 1) / rotation_s;
+    for (size_t i = 0; i < t->ncerts; i++)
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(t->certs[i].ctx, ticket_key_cb);
+    return 0;
 }
 
 void tls_server_keep_state(struct tls_server *fresh, struct tls_server *old)

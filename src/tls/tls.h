@@ -25,6 +25,7 @@
 #include <openssl/ssl.h>
 #include <stddef.h>
 
+#include "tls/sess_wire.h"
 #include "tls/sid_codec.h"
 
 struct tls_cert_conf {
@@ -61,6 +62,15 @@ void tls_server_destroy(struct tls_server *t);
  * before the reload still resume.
  */
 void tls_server_keep_state(struct tls_server *fresh, struct tls_server *old);
+/*
+ * Seals stateless tickets under keys every server of the group derives
+ * from the group key (keys, taken over) for each period of rotation_s
+ * seconds: tickets resume on any server of the group, keys rotate by the
+ * clock and never travel. Keys of the periods a live session may come
+ * from still decrypt (and the ticket is renewed). Before serving only.
+ * Returns 0, or -1 (keys freed).
+ */
+int tls_server_set_group_tickets(struct tls_server *t, struct sess_keyring *keys, int64_t rotation_s);
 /* The session store (sessions held, counters). */
 struct sess_store *tls_server_store(struct tls_server *t);
 /* The context new connections start on. */

@@ -30,8 +30,8 @@ def udp_port():
 
 
 class Group:
-    def __init__(self, tmp_path, procs, pki, nginx_factory, spy=None, extra=""):
-        self.tmp, self.procs, self.pki, self.extra = tmp_path, procs, pki, extra
+    def __init__(self, tmp_path, procs, pki, nginx_factory, spy=None, extra="", tickets="off"):
+        self.tmp, self.procs, self.pki, self.extra, self.tickets = tmp_path, procs, pki, extra, tickets
         self.ngx = nginx_factory("")
         self.ngx.put("/index.html", "hi\n")
         self.keys = tmp_path / "group.keys"
@@ -57,7 +57,7 @@ cache {{
     listen_tls {self.addrs[i]}:8443;
     certificate {cert} {key};
     tls_label {i};
-    tls_tickets off;
+    tls_tickets {self.tickets};
     tls_session_store group;
     tls_group {{
         listen {self.addrs[i]}:{PORT};
@@ -165,3 +165,32 @@ def test_key_rotation_and_catch_up_after_restart(tmp_path, procs, pki, nginx_fac
     wait_for(lambda: g.stats(3)[1]["received"] >= 1, 10, "cache-3 caught up")
     assert "Reused, TLSv1.3" in g.s_client(g.addrs[3], "-tls1_3", "-sess_in", sess)
     assert g.stats(1)[0]["sync_requests"] + g.stats(2)[0]["sync_requests"] >= 1
+
+
+def ticket_name(sess):
+    """The first 16 bytes of the ticket openssl saved: the key name."""
+    text = subprocess.run(["openssl", "sess_id", "-in", str(sess), "-text", "-noout"],
+                          capture_output=True, text=True, check=True).stdout
+    lines = text.split("TLS session ticket:", 1)[1].splitlines()[1:3]
+    hexes = "".join(l.split(" - ", 1)[1][:47].replace("-", " ").replace(" ", "") for l in lines)
+    return bytes.fromhex(hexes)[:16]
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_group_ticket_keys(tmp_path, procs, pki, nginx_factory, version):
+    # Control: per-process ticket keys do not resume on another cache.
+    (tmp_path / "local").mkdir()
+    g0 = Group(tmp_path / "local", procs, pki, nginx_factory, tickets="on")
+    sess = tmp_path / "local.pem"
+    g0.s_client(g0.addrs[1], version, "-sess_out", sess)
+    assert "New, TLSv1" in g0.s_client(g0.addrs[2], version, "-sess_in", sess)
+    # Group keys: a ticket from cache-1 resumes on the others, with nothing sent.
+    (tmp_path / "group").mkdir()
+    g = Group(tmp_path / "group", procs, pki, nginx_factory, tickets="on", extra="tls_ticket_keys group;")
+    sess = tmp_path / "group.pem"
+    g.s_client(g.addrs[1], version, "-sess_out", sess)
+    name = ticket_name(sess)
+    assert name[:4] == b"FTK\x01" and name[4:6] == b"\x00\x01" and name[14:] == b"\x00\x00", name
+    for i in (2, 3):
+        out = g.s_client(g.addrs[i], version, "-sess_in", sess)
+        assert "Reused, TLSv1" in out, (i, out)
