@@ -838,9 +838,11 @@ static void swap_cb(void *arg)
 static int cache_reload(void *inst, void *fresh_inst, struct conf *c)
 {
     struct cache *ca = inst, *f = fresh_inst;
+    /* (memcmp only with something to compare: the arrays are NULL when empty) */
     if (f->nlisten != ca->nlisten || f->nlisten_tls != ca->nlisten_tls ||
-        memcmp(f->listen, ca->listen, ca->nlisten * sizeof(*ca->listen)) != 0 ||
-        memcmp(f->listen_tls, ca->listen_tls, ca->nlisten_tls * sizeof(*ca->listen_tls)) != 0)
+        (ca->nlisten && memcmp(f->listen, ca->listen, ca->nlisten * sizeof(*ca->listen)) != 0) ||
+        (ca->nlisten_tls &&
+         memcmp(f->listen_tls, ca->listen_tls, ca->nlisten_tls * sizeof(*ca->listen_tls)) != 0))
         log_warnx("cache: listen addresses changed; they take effect at restart");
     if (ca->nlisten_tls > 0 && f->set->tls == NULL)
         log_warnx("cache: no certificate in the new configuration; keeping TLS listeners on the old ones");
