@@ -9,7 +9,7 @@ build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
 libssl-dev libcmocka-dev
 openssl curl ca-certificates nginx-light
 python3 python3-pytest python3-pytest-timeout python3-requests python3-cryptography
-python3-dnspython iproute2 procps
+python3-dnspython iproute2 procps nftables
 "
 BENCH_PACKAGES="wrk varnish haproxy"
 

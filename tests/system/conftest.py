@@ -4,6 +4,8 @@ Each test starts real processes (ferryd, nginx) on its own 127.x.y.z
 addresses, talks to them with real clients (curl, openssl s_client) and
 stops everything it started, by PID. Readiness is polled, never slept for.
 """
+import ctypes
+import itertools
 import os
 import random
 import shutil
@@ -164,6 +166,47 @@ class Ferryd:
         out = self.proc.output()
         assert "AddressSanitizer" not in out and "runtime error" not in out and "ThreadSanitizer" not in out, out
         return rc
+
+
+_netns_seq = itertools.count()
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+@pytest.fixture
+def netns():
+    """Moves this test (and every process it starts) into a fresh network
+    namespace with only loopback up, where the test may add nft rules
+    without touching the host. List it before the fixtures that start
+    servers. Yields the namespace's name; back to the host's namespace and
+    the namespace deleted at teardown."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    name = f"ferry-test-{os.getpid()}-{next(_netns_seq)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    ns = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        _setns(ns)
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        _setns(home)
+        os.close(ns)
+        os.close(home)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def nft(*rules):
+    """Runs nft commands in the current (the test's) network namespace."""
+    for r in rules:
+        subprocess.run(["nft"] + r.split(), check=True)
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
-from conftest import SLOW, Ferryd, fresh_addr, wait_for
+from conftest import SLOW, Ferryd, fresh_addr, nft, wait_for
 
 HOST = "www.example.test"
 REQ = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
@@ -194,3 +195,53 @@ def test_group_ticket_keys(tmp_path, procs, pki, nginx_factory, version):
     for i in (2, 3):
         out = g.s_client(g.addrs[i], version, "-sess_in", sess)
         assert "Reused, TLSv1" in out, (i, out)
+
+
+def settled(g, i):
+    """Waits until cache i has taken in what was sent to it (its count stops moving)."""
+    last = None
+    while True:
+        now = g.stats(i)[0]["received"]
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.3 * SLOW)
+
+
+def test_udp_loss_costs_only_resumption(netns, tmp_path, procs, pki, nginx_factory):
+    """In the test's own network namespace: with the group's UDP dropped,
+    then half dropped, every request still succeeds and only resumption
+    suffers; nothing crashes or hangs; it recovers when the drop ends."""
+    g = Group(tmp_path, procs, pki, nginx_factory)
+    nft("add table inet ferrytest",
+        "add chain inet ferrytest out { type filter hook output priority 0 ; }")
+
+    def issue_and_resume(n, tag):
+        resumed = 0
+        for k in range(n):
+            sess = tmp_path / f"{tag}{k}.pem"
+            assert "200 OK" in g.s_client(g.addrs[1], "-tls1_2", "-sess_out", sess)
+        settled(g, 2)
+        for k in range(n):
+            out = g.s_client(g.addrs[2], "-tls1_2", "-sess_in", tmp_path / f"{tag}{k}.pem")
+            assert "200 OK" in out, out
+            resumed += "Reused, TLSv1.2" in out
+        return resumed
+
+    # All of the group's UDP dropped: no session crosses, every request is served.
+    nft(f"add rule inet ferrytest out udp dport {PORT} drop")
+    before = g.stats(2)[0]["received"]
+    assert issue_and_resume(10, "all") == 0
+    assert g.stats(2)[0]["received"] == before
+    assert g.stats(1)[0]["send_errors"] >= 10
+    # Half of it dropped, at random.
+    nft("flush chain inet ferrytest out",
+        f"add rule inet ferrytest out udp dport {PORT} numgen random mod 2 == 0 drop")
+    half = issue_and_resume(40, "half")
+    assert 0 < half < 40, half
+    # The drop ends: sessions cross again.
+    nft("flush chain inet ferrytest out")
+    before = g.stats(2)[0]["received"]
+    assert issue_and_resume(5, "none") == 5
+    assert g.stats(2)[0]["received"] == before + 5
+    assert all(c.proc.alive() for c in g.caches.values())
