@@ -1,11 +1,18 @@
 #!/bin/sh
-# make demo: a CDN node on loopback, in the foreground until Ctrl-C.
+# make demo: two CDN nodes on loopback, in the foreground until Ctrl-C. They
+# show the patent's two answers side by side.
 #
 #   origin    127.0.10.10:8080       the built-in origin role serving the demo content
+# Node A, routing by label:
 #   switch    127.0.1.10:8443 (https), :8080 (http), :9000 (admin)
 #             routes each TLS connection to the cache holding its session
 #   cache 1-3 127.0.1.11-13: :8443 https and :8080 http for direct use,
 #             :8444/:8081 the same behind the switch (PROXY protocol), :9000 admin
+# Node B, sharing session state:
+#   switch    127.0.2.10:8443, :9000 (admin): plain round robin
+#   cache 1-3 127.0.2.11-13: :8443 https, :9000 admin, :7400/udp the group
+#             store (sessions replicated, sealed with group.keys) and group
+#             ticket keys, so any cache resumes any session of the node
 #
 # Writes a demo CA and certificates, the configs and topology.json into
 # demo/run/ (or $FERRY_DEMO_DIR), prints commands to try, and stops every
@@ -39,6 +46,8 @@ if [ ! -f ca.pem ] || [ ! -f www.pem ]; then
     chmod 600 ca.key www.key
 fi
 [ -f token ] || { openssl rand -hex 24 > token; chmod 600 token; }
+# Node B's group key (docs/session-wire.md): one key, id 1, readable by the owner only.
+[ -f group.keys ] || { (umask 077; echo "1 $(openssl rand -hex 32)" > group.keys); }
 
 # Content.
 mkdir -p www/static www/news
@@ -88,6 +97,58 @@ cache {
 CONF
 done
 
+for i in $caches; do
+    addr=127.0.2.1$i
+    peers=""
+    for j in $caches; do
+        [ "$j" = "$i" ] || peers="$peers        peer 127.0.2.1$j:7400;
+"
+    done
+    cat > b-cache$i.conf <<CONF
+# Node B, cache server $i: shares TLS session state with the other two.
+error_log $run/b-cache$i.log;
+admin {
+    listen $addr:9000;
+    token_file $run/token;
+}
+cache {
+    name demo-b-cache-$i;
+    listen_tls $addr:8443;
+    certificate $run/www.pem $run/www.key;
+    memory 64m;
+    access_log $run/b-access$i.log;
+    tls_session_store group;
+    tls_ticket_keys group;
+    tls_group {
+        listen $addr:7400;
+$peers        key_file $run/group.keys;
+        sender $i;
+    }
+    publisher $host {
+        origin http://$origin_addr:8080;
+    }
+}
+CONF
+done
+
+cat > b-switch.conf <<CONF
+# Node B's switch: round robin; any cache can resume any session.
+error_log $run/b-switch.log;
+admin {
+    listen 127.0.2.10:9000;
+    token_file $run/token;
+}
+switch {
+    listen 127.0.2.10:8443;
+    policy roundrobin;
+    health_check tls;
+    health_check_sni $host;
+    backend b-cache-1 127.0.2.11:8443;
+    backend b-cache-2 127.0.2.12:8443;
+    backend b-cache-3 127.0.2.13:8443;
+}
+CONF
+
 cat > switch.conf <<CONF
 # The node's switch: reads ClientHellos, never decrypts.
 error_log $run/switch.log;
@@ -108,7 +169,8 @@ switch {
 }
 CONF
 
-for c in origin.conf cache1.conf cache2.conf cache3.conf switch.conf; do
+for c in origin.conf cache1.conf cache2.conf cache3.conf switch.conf \
+         b-cache1.conf b-cache2.conf b-cache3.conf b-switch.conf; do
     "$ferryd" -t -c "$c" >/dev/null
 done
 
@@ -127,12 +189,16 @@ for i in $caches; do
     "$ferryd" -c cache$i.conf & pids="$pids $!"
 done
 "$ferryd" -c switch.conf & pids="$pids $!"
+for i in $caches; do
+    "$ferryd" -c b-cache$i.conf & pids="$pids $!"
+done
+"$ferryd" -c b-switch.conf & pids="$pids $!"
 
 # Wait until both answer (poll, bounded).
 i=0
 ready() {
     curl -sf -o /dev/null "http://$origin_addr:8080/" || return 1
-    for a in 127.0.1.11 127.0.1.12 127.0.1.13 $switch_addr; do
+    for a in 127.0.1.11 127.0.1.12 127.0.1.13 $switch_addr 127.0.2.11 127.0.2.12 127.0.2.13 127.0.2.10; do
         curl -sf -o /dev/null "http://$a:9000/readyz" || return 1
     done
 }
@@ -155,7 +221,15 @@ cat > topology.json.tmp <<JSON
   {"name": "demo-cache-2", "cdn": "demo", "role": "cache", "label": 2, "address": "127.0.1.12",
    "ports": {"https": 8443, "http": 8080, "admin": 9000}},
   {"name": "demo-cache-3", "cdn": "demo", "role": "cache", "label": 3, "address": "127.0.1.13",
-   "ports": {"https": 8443, "http": 8080, "admin": 9000}}
+   "ports": {"https": 8443, "http": 8080, "admin": 9000}},
+  {"name": "demo-b-switch", "cdn": "demo", "node": "b", "role": "switch", "address": "127.0.2.10",
+   "ports": {"https": 8443, "admin": 9000}},
+  {"name": "demo-b-cache-1", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
+   "address": "127.0.2.11", "ports": {"https": 8443, "admin": 9000, "group_udp": 7400}},
+  {"name": "demo-b-cache-2", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
+   "address": "127.0.2.12", "ports": {"https": 8443, "admin": 9000, "group_udp": 7400}},
+  {"name": "demo-b-cache-3", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
+   "address": "127.0.2.13", "ports": {"https": 8443, "admin": 9000, "group_udp": 7400}}
  ]}
 JSON
 mv topology.json.tmp topology.json
@@ -171,6 +245,12 @@ Through the switch (it routes each TLS session back to the cache that holds it):
 Plain HTTP (the switch hashes the URL, so each object lives on one cache):
   curl -si -H 'Host: $host' http://$switch_addr:8080/static/app.css     # twice: MISS, then HIT
   curl -s -o /dev/null -w '%{http_code} %{size_download}\n' -H 'Host: $host' http://$switch_addr:8080/static/big.bin
+Node B shares session state instead: its switch is plain round robin, yet every
+reconnection resumes, on whichever cache it lands (TLS 1.2 through the group store,
+TLS 1.3 through the group's ticket keys):
+  openssl s_client -connect 127.0.2.10:8443 -servername $host -CAfile $run/ca.pem -tls1_2 -no_ticket -sess_out $run/b.pem </dev/null
+  openssl s_client -connect 127.0.2.10:8443 -servername $host -CAfile $run/ca.pem -tls1_2 -no_ticket -sess_in $run/b.pem </dev/null | grep Reused
+  $ferryctl -c $run/b-cache2.conf sessions
 A cache directly, and its admin API:
   curl -si -H 'Host: $host' http://127.0.1.11:8080/
   $ferryctl -c $run/cache1.conf stats

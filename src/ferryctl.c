@@ -148,6 +148,11 @@ static int cmd_stats(struct ctl *ctl, int argc, char **argv)
     return request(ctl, "GET", "/api/v1/stats");
 }
 
+static int cmd_sessions(struct ctl *ctl, int argc, char **argv)
+{
+    return request(ctl, "GET", "/api/v1/sessions");
+}
+
 static int cmd_switch(struct ctl *ctl, int argc, char **argv)
 {
     return request(ctl, "GET", "/api/v1/switch");
@@ -201,6 +206,7 @@ static const struct cmd cmds[] = {
     {"status", "", "daemon version, uptime, roles", 0, 0, cmd_status},
     {"stats", "", "role counters (cache hits, misses, objects, ...)", 0, 0, cmd_stats},
     {"metrics", "", "all metrics in Prometheus text format", 0, 0, cmd_metrics},
+    {"sessions", "", "a cache's TLS session store: held, stored, received, resumed; the group's replication and refusals", 0, 0, cmd_sessions},
     {"switch", "", "switch backends (health, connections, resumptions), policy steps, sticky table", 0, 0, cmd_switch},
     {"health", "", "liveness (/healthz)", 0, 0, cmd_health},
     {"reload", "", "reload the configuration (a bad one is refused)", 0, 0, cmd_reload},

@@ -627,6 +627,53 @@ static int api_expire(void *arg, const struct admin_req *req, struct buf *out, c
     return 200;
 }
 
+/* The session store's counters (and the group's), for /stats and /sessions. */
+static void write_sessions(struct json *j, struct cache *ca)
+{
+    if (ca->set->tls) {
+        int64_t full = 0, resumed = 0;
+        tls_server_handshakes(ca->set->tls, &full, &resumed);
+        json_kv_int(j, "tls_full_handshakes", full);
+        json_kv_int(j, "tls_resumed_handshakes", resumed);
+        struct sess_store_stats ss;
+        sess_store_stats(tls_server_store(ca->set->tls), &ss);
+        json_key(j, "tls_sessions");
+        json_obj_begin(j);
+        json_kv_int(j, "entries", (int64_t)ss.entries);
+        json_kv_int(j, "stored", (int64_t)ss.stored);
+        json_kv_int(j, "received", (int64_t)ss.received);
+        json_kv_int(j, "hits", (int64_t)ss.hits);
+        json_kv_int(j, "misses", (int64_t)ss.misses);
+        json_kv_int(j, "removed", (int64_t)ss.removed);
+        json_kv_int(j, "evicted", (int64_t)ss.evicted);
+        json_kv_int(j, "expired", (int64_t)ss.expired);
+        json_obj_end(j);
+    }
+    if (ca->group) {
+        struct sess_group_stats gs;
+        sess_group_stats(ca->group, &gs);
+        json_key(j, "tls_group");
+        json_obj_begin(j);
+        json_kv_int(j, "replicated", (int64_t)gs.sent);
+        json_kv_int(j, "datagrams_out", (int64_t)gs.datagrams_out);
+        json_kv_int(j, "send_errors", (int64_t)gs.send_errors);
+        json_kv_int(j, "received", (int64_t)gs.received);
+        json_kv_int(j, "deleted", (int64_t)gs.deleted);
+        json_kv_int(j, "rejected", (int64_t)gs.rejected);
+        json_key(j, "rejected_by");
+        json_obj_begin(j);
+        static const char *const why[16] = {"not_peer", "short", "long", "magic", "version", "type",
+                                            "sender", "key_id", "auth", "payload", "stale", "replay"};
+        for (int i = 0; i < 16; i++)
+            if (gs.rejected_by[i] && why[i])
+                json_kv_int(j, why[i], (int64_t)gs.rejected_by[i]);
+        json_obj_end(j);
+        json_kv_int(j, "sync_requests", (int64_t)gs.sync_requests);
+        json_kv_int(j, "sync_sent", (int64_t)gs.sync_sent);
+        json_obj_end(j);
+    }
+}
+
 static int api_stats(void *arg, const struct admin_req *req, struct buf *out, const char **ct)
 {
     struct cache *ca = arg;
@@ -670,45 +717,20 @@ static int api_stats(void *arg, const struct admin_req *req, struct buf *out, co
         json_obj_end(&j);
     }
     json_kv_int(&j, "tls_handshakes", metrics_sum("ferry_tls_handshakes_total"));
-    if (ca->set->tls) {
-        struct sess_store_stats ss;
-        sess_store_stats(tls_server_store(ca->set->tls), &ss);
-        json_key(&j, "tls_sessions");
-        json_obj_begin(&j);
-        json_kv_int(&j, "entries", (int64_t)ss.entries);
-        json_kv_int(&j, "stored", (int64_t)ss.stored);
-        json_kv_int(&j, "received", (int64_t)ss.received);
-        json_kv_int(&j, "hits", (int64_t)ss.hits);
-        json_kv_int(&j, "misses", (int64_t)ss.misses);
-        json_kv_int(&j, "removed", (int64_t)ss.removed);
-        json_kv_int(&j, "evicted", (int64_t)ss.evicted);
-        json_kv_int(&j, "expired", (int64_t)ss.expired);
-        json_obj_end(&j);
-    }
-    if (ca->group) {
-        struct sess_group_stats gs;
-        sess_group_stats(ca->group, &gs);
-        json_key(&j, "tls_group");
-        json_obj_begin(&j);
-        json_kv_int(&j, "replicated", (int64_t)gs.sent);
-        json_kv_int(&j, "datagrams_out", (int64_t)gs.datagrams_out);
-        json_kv_int(&j, "send_errors", (int64_t)gs.send_errors);
-        json_kv_int(&j, "received", (int64_t)gs.received);
-        json_kv_int(&j, "deleted", (int64_t)gs.deleted);
-        json_kv_int(&j, "rejected", (int64_t)gs.rejected);
-        json_key(&j, "rejected_by");
-        json_obj_begin(&j);
-        static const char *const why[16] = {"not_peer", "short", "long", "magic", "version", "type",
-                                            "sender", "key_id", "auth", "payload", "stale", "replay"};
-        for (int i = 0; i < 16; i++)
-            if (gs.rejected_by[i] && why[i])
-                json_kv_int(&j, why[i], (int64_t)gs.rejected_by[i]);
-        json_obj_end(&j);
-        json_kv_int(&j, "sync_requests", (int64_t)gs.sync_requests);
-        json_kv_int(&j, "sync_sent", (int64_t)gs.sync_sent);
-        json_obj_end(&j);
-    }
+    write_sessions(&j, ca);
     json_obj_end(&j);
+    json_obj_end(&j);
+    return 200;
+}
+
+static int api_sessions(void *arg, const struct admin_req *req, struct buf *out, const char **ct)
+{
+    struct cache *ca = arg;
+    struct json j;
+    json_init(&j, out);
+    json_obj_begin(&j);
+    json_kv_str(&j, "session_store", ca->group ? "group" : "local");
+    write_sessions(&j, ca);
     json_obj_end(&j);
     return 200;
 }
@@ -815,6 +837,7 @@ static int cache_start(void *inst, const struct role_env *env)
         admin_route(env->admin, "POST", "/purge", api_purge, ca);
         admin_route(env->admin, "POST", "/expire", api_expire, ca);
         admin_route(env->admin, "GET", "/stats", api_stats, ca);
+        admin_route(env->admin, "GET", "/sessions", api_sessions, ca);
     }
     return 0;
 }

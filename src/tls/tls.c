@@ -440,6 +440,12 @@ void tls_server_keep_state(struct tls_server *fresh, struct tls_server *old)
         memcpy(&fresh->key, &old->key, sizeof(fresh->key));
 }
 
+void tls_server_handshakes(const struct tls_server *t, int64_t *full, int64_t *resumed)
+{
+    *full = t->hs_full ? metric_value(t->hs_full) : 0;
+    *resumed = t->hs_resumed ? metric_value(t->hs_resumed) : 0;
+}
+
 struct sess_store *tls_server_store(struct tls_server *t)
 {
     return t->store;

@@ -71,6 +71,8 @@ void tls_server_keep_state(struct tls_server *fresh, struct tls_server *old);
  * Returns 0, or -1 (keys freed).
  */
 int tls_server_set_group_tickets(struct tls_server *t, struct sess_keyring *keys, int64_t rotation_s);
+/* Handshakes completed since start, full and resumed (any context of t). */
+void tls_server_handshakes(const struct tls_server *t, int64_t *full, int64_t *resumed);
 /* The session store (sessions held, counters). */
 struct sess_store *tls_server_store(struct tls_server *t);
 /* The context new connections start on. */

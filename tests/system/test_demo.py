@@ -1,6 +1,8 @@
-"""make demo's script: starts an origin, three caches and a switch, serves
-through the switch over HTTPS and HTTP, resumes TLS sessions on the cache
-that holds them, writes the topology file, and stops everything on SIGINT."""
+"""make demo's script: starts an origin and two nodes. Node A (three caches
+and a switch routing by label) serves over HTTPS and HTTP and resumes TLS
+sessions on the cache that holds them; node B (three caches sharing session
+state, a round-robin switch) resumes on whichever cache a client lands. It
+writes the topology file and stops everything on SIGINT."""
 import json
 import os
 import signal
@@ -20,9 +22,10 @@ def test_demo_runs_and_stops(tmp_path):
         assert p.poll() is None, (tmp_path / "demo.out").read_text()
         topo = json.loads(topo_path.read_text())
         roles = sorted(s["role"] for s in topo["services"])
-        assert roles == ["cache", "cache", "cache", "origin", "switch"]
-        assert sorted(s["label"] for s in topo["services"] if s["role"] == "cache") == [1, 2, 3]
-        sw = [s for s in topo["services"] if s["role"] == "switch"][0]
+        assert roles == ["cache"] * 6 + ["origin", "switch", "switch"]
+        assert sorted(s["label"] for s in topo["services"] if s["role"] == "cache" and "label" in s) == [1, 2, 3]
+        sw = [s for s in topo["services"] if s["role"] == "switch" and "node" not in s][0]
+        bsw = [s for s in topo["services"] if s["role"] == "switch" and s.get("node") == "b"][0]
         host = topo["publishers"][0]["host"]
         port = sw["ports"]["https"]
         args = ["--cacert", topo["ca"], "--resolve", f"{host}:{port}:{sw['address']}",
@@ -44,6 +47,25 @@ def test_demo_runs_and_stops(tmp_path):
         via1 = [l for l in r1.stdout.split(b"\r\n") if l.startswith(b"Via:")]
         via2 = [l for l in r2.stdout.split(b"\r\n") if l.startswith(b"Via:")]
         assert via1 and via1 == via2
+        # Node B: round robin, and still every reconnection resumes, on several caches:
+        # TLS 1.2 without tickets through the group store, TLS 1.3 through the group's ticket keys.
+        for version, extra in (("-tls1_2", ["-no_ticket"]), ("-tls1_3", [])):
+            bbase = ["openssl", "s_client", "-connect", f"{bsw['address']}:{bsw['ports']['https']}",
+                     "-servername", host, "-CAfile", topo["ca"], "-ign_eof", version] + extra
+            bsess = tmp_path / f"b{version}.pem"
+            subprocess.run(bbase + ["-sess_out", str(bsess)], input=req, capture_output=True, timeout=30,
+                           check=True)
+            seen = set()
+            for _ in range(3):
+                r = subprocess.run(bbase + ["-sess_in", str(bsess)], input=req, capture_output=True, timeout=30)
+                assert b"Reused, TLSv1" in r.stdout, r.stdout
+                seen.update(l.split()[2] for l in r.stdout.split(b"\r\n") if l.startswith(b"Via:"))
+            assert len(seen) == 3, (version, seen)
+        ctl = subprocess.run([os.path.join(BUILD, "ferryctl"), "-c", str(tmp_path / "run" / "b-cache2.conf"),
+                              "sessions"], capture_output=True, text=True, timeout=30)
+        st = json.loads(ctl.stdout)
+        assert st["session_store"] == "group" and st["tls_group"]["received"] >= 1, st
+        assert st["tls_resumed_handshakes"] >= 2, st
         out = (tmp_path / "demo.out").read_text()
         assert "ferryctl" in out and "switch" in out
     finally:
@@ -52,5 +74,6 @@ def test_demo_runs_and_stops(tmp_path):
         log.close()
     assert rc == 0
     assert "demo: stopped" in (tmp_path / "demo.out").read_text()
-    for name in ("origin.log", "cache1.log", "cache2.log", "cache3.log", "switch.log"):
+    for name in ("origin.log", "cache1.log", "cache2.log", "cache3.log", "switch.log",
+                 "b-cache1.log", "b-cache2.log", "b-cache3.log", "b-switch.log"):
         assert "stopped" in (tmp_path / "run" / name).read_text(), name
