@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="
 build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
-libssl-dev libcmocka-dev
+libssl-dev libcmocka-dev libhiredis-dev redis-server
 openssl curl ca-certificates nginx-light
 python3 python3-pytest python3-pytest-timeout python3-requests python3-cryptography
 python3-dnspython iproute2 procps nftables

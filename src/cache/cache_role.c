@@ -50,6 +50,18 @@ const struct conf_opt cache_tls_group_opts[] = {
     {0},
 };
 
+const struct conf_opt cache_tls_redis_opts[] = {
+    {.name = "server", .type = CONF_STR, .flags = CONF_REQUIRED,
+     .help = "Redis ADDR:PORT (numeric)."},
+    {.name = "key_file", .type = CONF_PATH, .flags = CONF_REQUIRED,
+     .help = "Keys sealing the sessions kept in Redis, `ID HEX` lines (docs/session-wire.md); mode 0600."},
+    {.name = "prefix", .type = CONF_STR, .def = "ferry:tls:",
+     .help = "Key prefix; the announcement channel is PREFIX + \"events\"."},
+    {.name = "sender", .type = CONF_INT, .min = 0, .max = 65535, .def = "0",
+     .help = "This server's id among those sharing the Redis (default: tls_label); nonzero, unique."},
+    {0},
+};
+
 const struct conf_opt cache_opts[] = {
     {.name = "name", .type = CONF_STR, .def = "ferry",
      .help = "This server's name in Via and logs."},
@@ -65,8 +77,10 @@ const struct conf_opt cache_opts[] = {
      .def = "1h", .help = "Lifetime of TLS sessions for resumption."},
     {.name = "tls_session_cache_size", .type = CONF_INT, .min = 16, .max = 100000000, .def = "100000",
      .help = "TLS sessions held for resumption by session ID or stateful ticket (shared by the workers; the oldest go first)."},
-    {.name = "tls_session_store", .type = CONF_ENUM, .choices = "local|group", .def = "local",
-     .help = "Where TLS sessions live: local (this server's workers) or group (also sent to the tls_group peers, sealed with the group key)."},
+    {.name = "tls_session_store", .type = CONF_ENUM, .choices = "local|group|redis", .def = "local",
+     .help = "Where TLS sessions live: local (this server's workers), group (also sent to the tls_group peers, sealed with the group key) or redis (also kept in and announced through tls_redis, sealed)."},
+    {.name = "tls_redis", .type = CONF_BLOCK, .block = cache_tls_redis_opts,
+     .help = "The Redis server sharing sessions (tls_session_store redis)."},
     {.name = "tls_ticket_keys", .type = CONF_ENUM, .choices = "local|group", .def = "local",
      .help = "Stateless ticket keys: local (random per process; names carry tls_label) or group (derived by every server of the tls_group from the group key, per rotation period: tickets resume on any of them)."},
     {.name = "tls_ticket_key_rotation", .type = CONF_DURATION, .min = 60000, .max = 604800000, .def = "1h",
@@ -230,6 +244,69 @@ static int parse_listeners(struct conf *c, const struct conf_node *b, const char
 static int tls_version(const char *s)
 {
     return strcmp(s, "TLSv1.3") == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
+}
+
+static void redis_conf_free(struct sess_redis_conf *r)
+{
+    if (r == NULL)
+        return;
+    sess_redis_conf_fini(r);
+    free(r);
+}
+
+/* tls_session_store redis and the tls_redis block. Returns the number of errors. */
+static int parse_tls_redis(struct conf *c, const struct conf_node *b, struct cache *ca)
+{
+    const struct conf_node *rb = conf_find(b, "tls_redis");
+    if (strcmp(conf_str(b, "tls_session_store"), "redis") != 0) {
+        if (rb) {
+            conf_error(c, rb, "tls_redis needs tls_session_store redis");
+            return 1;
+        }
+        return 0;
+    }
+    if (rb == NULL) {
+        conf_error(c, conf_find(b, "tls_session_store"), "tls_session_store redis needs a tls_redis block");
+        return 1;
+    }
+    if (ca->set->tls == NULL) {
+        conf_error(c, rb, "tls_redis: no certificate, so no TLS sessions to share");
+        return 1;
+    }
+    int errors = 0;
+    char err[512];
+    struct sess_redis_conf *r = xcalloc(1, sizeof(*r));
+    if (net_addr_parse(conf_str(rb, "server"), &r->server) < 0) {
+        conf_error(c, conf_find(rb, "server"), "tls_redis: server \"%s\" is not a numeric address:port",
+                   conf_str(rb, "server"));
+        errors++;
+    }
+    const char *prefix = conf_str(rb, "prefix");
+    if (strlen(prefix) >= sizeof(r->prefix) || strpbrk(prefix, " \r\n\t*?[")) {
+        conf_error(c, conf_find(rb, "prefix"), "tls_redis: prefix must be under %zu bytes, without spaces or * ? [",
+                   sizeof(r->prefix));
+        errors++;
+    } else {
+        snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
+    }
+    if (sess_keyring_load(&r->keys, conf_str(rb, "key_file"), err, sizeof(err)) < 0) {
+        conf_error(c, conf_find(rb, "key_file"), "tls_redis: %s", err);
+        errors++;
+    }
+    int64_t sender = conf_int(rb, "sender");
+    if (sender == 0)
+        sender = conf_int(b, "tls_label");
+    if (sender == 0) {
+        conf_error(c, rb, "tls_redis: needs a sender id (sender, or tls_label)");
+        errors++;
+    }
+    r->sender = (uint16_t)sender;
+    if (errors) {
+        redis_conf_free(r);
+        return errors;
+    }
+    ca->redis_conf = r;
+    return 0;
 }
 
 static void group_conf_free(struct sess_group_conf *g)
@@ -472,6 +549,7 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
                                           conf_find(b, "access_log")->file, al);
     }
     errors += parse_tls_group(c, b, ca);
+    errors += parse_tls_redis(c, b, ca);
     if (conf_str(b, "disk_path"))
         ca->disk_path = xstrdup(conf_str(b, "disk_path"));
     ca->disk_size = (uint64_t)conf_int(b, "disk_size");
@@ -479,6 +557,7 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
     evict_kind_parse(conf_str(b, "eviction"), &ek);
     if (errors) {
         group_conf_free(ca->group_conf);
+        redis_conf_free(ca->redis_conf);
         free(ca->listen);
         free(ca->listen_tls);
         free(ca->proxy);
@@ -672,6 +751,21 @@ static void write_sessions(struct json *j, struct cache *ca)
         json_kv_int(j, "sync_sent", (int64_t)gs.sync_sent);
         json_obj_end(j);
     }
+    if (ca->redis) {
+        struct sess_redis_stats rs;
+        sess_redis_stats(ca->redis, &rs);
+        json_key(j, "tls_redis");
+        json_obj_begin(j);
+        json_key(j, "up");
+        json_bool(j, rs.up);
+        json_kv_int(j, "written", (int64_t)rs.written);
+        json_kv_int(j, "unsent", (int64_t)rs.unsent);
+        json_kv_int(j, "received", (int64_t)rs.received);
+        json_kv_int(j, "deleted", (int64_t)rs.deleted);
+        json_kv_int(j, "rejected", (int64_t)rs.rejected);
+        json_kv_int(j, "connects", (int64_t)rs.connects);
+        json_obj_end(j);
+    }
 }
 
 static int api_stats(void *arg, const struct admin_req *req, struct buf *out, const char **ct)
@@ -729,7 +823,7 @@ static int api_sessions(void *arg, const struct admin_req *req, struct buf *out,
     struct json j;
     json_init(&j, out);
     json_obj_begin(&j);
-    json_kv_str(&j, "session_store", ca->group ? "group" : "local");
+    json_kv_str(&j, "session_store", ca->group ? "group" : ca->redis ? "redis" : "local");
     write_sessions(&j, ca);
     json_obj_end(&j);
     return 200;
@@ -833,6 +927,8 @@ static int cache_start(void *inst, const struct role_env *env)
             return -1;
         }
     }
+    if (ca->redis_conf)
+        ca->redis = sess_redis_start(env->main_loop, tls_server_store(ca->set->tls), ca->redis_conf);
     if (env->admin) {
         admin_route(env->admin, "POST", "/purge", api_purge, ca);
         admin_route(env->admin, "POST", "/expire", api_expire, ca);
@@ -873,7 +969,9 @@ static int cache_reload(void *inst, void *fresh_inst, struct conf *c)
     tls_server_keep_state(f->set->tls, ca->set->tls);
     if (ca->group && f->group_conf)
         sess_group_update(ca->group, f->group_conf); /* new keys and peers */
-    else if ((ca->group != NULL) != (f->group_conf != NULL))
+    if (ca->redis && f->redis_conf)
+        sess_redis_update(ca->redis, f->redis_conf); /* new keys */
+    if ((ca->group != NULL) != (f->group_conf != NULL) || (ca->redis != NULL) != (f->redis_conf != NULL))
         log_warnx("cache: tls_session_store changed; it takes effect at restart");
     for (unsigned i = 0; i < ca->nworkers; i++) {
         struct swap *s = xmalloc(sizeof(*s));
@@ -909,6 +1007,8 @@ static void cache_destroy(void *inst)
     free(ca->disk_path);
     sess_group_stop(ca->group);
     group_conf_free(ca->group_conf);
+    sess_redis_stop(ca->redis);
+    redis_conf_free(ca->redis_conf);
     for (unsigned i = 0; i < ca->nworkers; i++) {
         hsrv_destroy(ca->workers[i].srv);
         up_pool_destroy(ca->workers[i].pool);

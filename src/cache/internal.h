@@ -15,6 +15,7 @@
 #include "http/server.h"
 #include "lib/metrics.h"
 #include "tls/sess_group.h"
+#include "tls/sess_redis.h"
 #include "tls/sess_store.h"
 #include "tls/tls.h"
 
@@ -75,6 +76,8 @@ struct cache {
     struct metric *m_disk_hits;
     struct sess_group_conf *group_conf; /* owned: tls_session_store group, or NULL */
     struct sess_group *group;           /* running replication, or NULL */
+    struct sess_redis_conf *redis_conf; /* owned: tls_session_store redis, or NULL */
+    struct sess_redis *redis;           /* running, or NULL */
 };
 
 /* The HTTP handler of the cache (cache.c). */
