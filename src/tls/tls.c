@@ -246,22 +246,34 @@ static int group_ticket_cb(struct tls_server *t, unsigned char key_name[16], uns
  * Stateless tickets: group keys (above), or one key per process whose name
  * carries the label. enc=1 seals a new ticket; enc=0 finds the key by name
  * (0 = unknown, so a full handshake follows).
+ *
+ * A TLS 1.3 resumption always asks for renewal (2): OpenSSL then sends the
+ * client a fresh ticket. Without it, a server whose callback says "valid"
+ * (1) sends none, and a client that follows RFC 8446 (section 4.6.1: do
+ * not reuse a ticket; OpenSSL's client cache, and so curl, drop it after
+ * use) is left without one, so every second reconnection was a full
+ * handshake. TLS 1.2 renews only when the key is not the current one.
  */
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
     struct tls_server *t = server_of(ssl);
+    int rc;
     if (t == NULL)
         return -1;
-    if (t->group)
-        return group_ticket_cb(t, key_name, iv, cctx, hctx, enc);
-    if (enc) {
+    if (t->group) {
+        rc = group_ticket_cb(t, key_name, iv, cctx, hctx, enc);
+    } else if (enc) {
         memcpy(key_name, t->key.name, 16);
         return ticket_key_use(t, &t->key, iv, cctx, hctx, 1) < 0 ? -1 : 1;
-    }
-    if (memcmp(key_name, t->key.name, 16) != 0)
+    } else if (memcmp(key_name, t->key.name, 16) != 0) {
         return 0;
-    return ticket_key_use(t, &t->key, iv, cctx, hctx, 0) < 0 ? -1 : 1;
+    } else {
+        rc = ticket_key_use(t, &t->key, iv, cctx, hctx, 0) < 0 ? -1 : 1;
+    }
+    if (!enc && rc == 1 && SSL_version(ssl) == TLS1_3_VERSION)
+        rc = 2;
+    return rc;
 }
 
 static void load_names(struct tls_cert *tc, X509 *x)
