@@ -245,3 +245,29 @@ def test_udp_loss_costs_only_resumption(netns, tmp_path, procs, pki, nginx_facto
     assert issue_and_resume(5, "none") == 5
     assert g.stats(2)[0]["received"] == before + 5
     assert all(c.proc.alive() for c in g.caches.values())
+
+
+def test_group_ticket_keys_follow_a_key_rotation(tmp_path, procs, pki, nginx_factory):
+    g = Group(tmp_path, procs, pki, nginx_factory, tickets="on", extra="tls_ticket_keys group;")
+    old = tmp_path / "old.pem"
+    g.s_client(g.addrs[1], "-tls1_3", "-sess_out", old)
+    assert ticket_name(old)[4:6] == b"\x00\x01"
+    # Key 2 joins everywhere: tickets under key 1 still resume, and come back renewed under key 2.
+    g.write_keys(KEY1 + KEY2)
+    for i in (1, 2, 3):
+        g.caches[i].proc.send_signal(signal.SIGHUP)
+    for i in (1, 2, 3):
+        wait_for(lambda: "sealing with key 2" in g.caches[i].proc.output(), 10, f"cache-{i} reloaded")
+    new = tmp_path / "new.pem"
+    out = g.s_client(g.addrs[2], "-tls1_3", "-sess_in", old)
+    assert "Reused, TLSv1.3" in out, out
+    g.s_client(g.addrs[3], "-tls1_3", "-sess_out", new)   # a new session: key 2 seals
+    assert ticket_name(new)[4:6] == b"\x00\x02"
+    # Key 1 retired: its tickets no longer open (a full handshake); key 2's do.
+    g.write_keys(KEY2)
+    for i in (1, 2, 3):
+        g.caches[i].proc.send_signal(signal.SIGHUP)
+    for i in (1, 2, 3):
+        wait_for(lambda: g.caches[i].proc.output().count("sealing with key 2") >= 2, 10, f"cache-{i} reloaded")
+    assert "New, TLSv1.3" in g.s_client(g.addrs[1], "-tls1_3", "-sess_in", old)
+    assert "Reused, TLSv1.3" in g.s_client(g.addrs[1], "-tls1_3", "-sess_in", new)
