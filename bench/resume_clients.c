@@ -1,10 +1,11 @@
 /*
  * resume_clients -- a TLS load generator for the switch benchmarks
- * (bench/switch.sh). OpenSSL, blocking sockets, one thread per concurrent
- * connection. Every client has its own source address 127.A.B.C (bound
- * before connect, IP_BIND_ADDRESS_NO_PORT), so a front that hashes or sticks
- * on the client address sees many clients, and keeps its own TLS session,
- * which it offers again with SSL_set_session when it reconnects.
+ * (bench/switch.sh) and the resumption study (bench/resumption.sh).
+ * OpenSSL, blocking sockets, one thread per concurrent connection. Every
+ * client has its own source address 127.A.B.C (bound before connect,
+ * IP_BIND_ADDRESS_NO_PORT), so a front that hashes or sticks on the client
+ * address sees many clients, and keeps its own TLS session, which it offers
+ * again with SSL_set_session when it reconnects.
  *
  * Each connection sends one HTTP/1.1 request and reads the whole response
  * (status, Content-Length, the Via field that names the cache) and the
@@ -19,6 +20,14 @@
  *            resumed (SSL_session_reused), how many landed on the cache that
  *            served phase 1 (Via), and errors. With -b B, phase 2 comes from
  *            127.B.x.y instead of 127.A.x.y: clients that changed address.
+ *            With -E PATH, the run pauses between the phases so that a
+ *            script can act on the servers (kill one, reload or restart the
+ *            switch): after phase 1 it creates PATH (holding the phase-1
+ *            key=value pairs), then waits until PATH.go exists, at most
+ *            until the deadline (-D), before phase 2. p2_secs (the phase-2
+ *            wall time) does not include the wait; p1_wait_secs reports it.
+ *            p1_cpu_secs and p2_cpu_secs: this process's own CPU time in
+ *            each phase (so a script can tell the other load apart).
  *   rate     -k clients connect once each (untimed warm-up, a full
  *            handshake each), then reconnect in turn for -d seconds, each
  *            offering its latest session (one request per connection). Reports
@@ -34,7 +43,7 @@
  * stderr. Exit status 0 if it ran (errors are counted, not fatal), 2 on bad
  * usage or setup failure.
  *
- * Build: cc -O2 -pthread -o build/resume_clients bench/resume_clients.c -lssl -lcrypto
+ * Build: cc -O2 -Wall -pthread -o build/resume_clients bench/resume_clients.c -lssl -lcrypto
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -78,6 +88,7 @@ static int opt_reuse = 0;      /* latency: offer the previous session */
 static int opt_client_tickets = 1;
 static double opt_timeout = 10; /* per socket operation */
 static double opt_deadline = 300; /* whole run */
+static const char *opt_pause = NULL; /* resume: -E PATH, pause between the phases */
 
 static SSL_CTX *ctx;
 static double t_start;
@@ -87,6 +98,15 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds (user + system) of this process so far, all threads. */
+static double cpu_secs(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 static atomic_int errors_printed;
@@ -547,12 +567,36 @@ static void run_threads(void *(*fn)(void *), void **args, int n)
     free(th);
 }
 
+/* -E PATH: tells the script that phase 1 is done by creating PATH (with the
+ * phase-1 summary in it), then waits until PATH.go exists or the deadline
+ * passes. Returns the seconds waited. */
+static double pause_between_phases(const char *summary)
+{
+    double t0 = now();
+    char tmp[4096], go[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", opt_pause);
+    snprintf(go, sizeof(go), "%s.go", opt_pause);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%s\n", summary) < 0 || fclose(f) != 0 || rename(tmp, opt_pause) != 0) {
+        fprintf(stderr, "resume_clients: cannot create %s: %s\n", opt_pause, strerror(errno));
+        return now() - t0;
+    }
+    while (access(go, F_OK) != 0) {
+        if (now() - t_start > opt_deadline) {
+            fprintf(stderr, "resume_clients: deadline reached waiting for %s\n", go);
+            break;
+        }
+        usleep(10000);
+    }
+    return now() - t0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage: resume_clients -c ADDR:PORT [-m resume|rate|latency|bulk] [-v 1.2|1.3] [-n N] [-t THREADS]\n"
             "       [-k CLIENTS] [-d SECONDS] [-s SNI] [-H HOST] [-p PATH] [-a SRC_A|-a none] [-b SRC_A2] [-r] [-x]\n"
-            "       [-o OP_TIMEOUT] [-D DEADLINE]\n");
+            "       [-o OP_TIMEOUT] [-D DEADLINE] [-E PAUSE_PATH]\n");
     exit(2);
 }
 
@@ -560,7 +604,7 @@ int main(int argc, char **argv)
 {
     const char *target = NULL;
     int c;
-    while ((c = getopt(argc, argv, "c:m:v:n:t:k:d:s:H:p:a:b:rxo:D:")) != -1) {
+    while ((c = getopt(argc, argv, "c:m:v:n:t:k:d:s:H:p:a:b:rxo:D:E:")) != -1) {
         switch (c) {
         case 'c': target = optarg; break;
         case 'm': opt_mode = optarg; break;
@@ -587,6 +631,7 @@ int main(int argc, char **argv)
         case 'x': opt_client_tickets = 0; break;
         case 'o': opt_timeout = atof(optarg); break;
         case 'D': opt_deadline = atof(optarg); break;
+        case 'E': opt_pause = optarg; break;
         default: usage();
         }
     }
@@ -625,13 +670,21 @@ int main(int argc, char **argv)
         printf("mode=resume clients=%ld threads=%d", opt_n, opt_threads);
         phase = 1;
         reset_counts();
-        double t0 = now();
+        double t0 = now(), c0 = cpu_secs();
         run_threads(resume_thread, NULL, opt_threads);
         long saved = 0;
         for (long i = 0; i < opt_n; i++)
             saved += sessions[i] != NULL;
-        print_counts("p1_", now() - t0);
-        printf(" p1_sessions=%ld", saved);
+        double p1_secs = now() - t0;
+        print_counts("p1_", p1_secs);
+        printf(" p1_sessions=%ld p1_cpu_secs=%.3f", saved, cpu_secs() - c0);
+        if (opt_pause) {
+            char summary[256];
+            snprintf(summary, sizeof(summary), "p1_ok=%ld p1_err=%ld p1_resumed=%ld p1_sessions=%ld p1_secs=%.3f",
+                     atomic_load(&c_ok), atomic_load(&c_err), atomic_load(&c_reused), saved, p1_secs);
+            fflush(stdout);
+            printf(" p1_wait_secs=%.3f", pause_between_phases(summary));
+        }
         /* Phase 2 visits the clients in a random order: in the same order as
          * phase 1, a round-robin front would hand most clients the backend
          * they had before, by accident. */
@@ -645,8 +698,10 @@ int main(int argc, char **argv)
             opt_src_a = opt_src_a2;
         reset_counts();
         t0 = now();
+        c0 = cpu_secs();
         run_threads(resume_thread, NULL, opt_threads);
         print_counts("p2_", now() - t0);
+        printf(" p2_cpu_secs=%.3f", cpu_secs() - c0);
         printf(" p2_same_backend=%ld p2_resumed_elsewhere=%ld", atomic_load(&c_same),
                atomic_load(&c_moved_resumed));
         printf(" deadline_hit=%d\n", now() - t_start > opt_deadline);
