@@ -39,6 +39,8 @@ Strategies (BENCH_STRATEGIES):
   sticky-rr   (not in the default list) `policy sticky roundrobin`: a sticky
               table whose first decision is round robin, so that losing the
               table (a switch restart) shows.
+  label-group (not in the default list) both answers at once: label routing
+              in front of caches that also share stateful sessions (group).
 
 Scenarios (BENCH_SCENARIOS), each with fresh processes (caches, switch and
 redis-server are started for the run and stopped after it; only the origin
@@ -192,6 +194,8 @@ STRATEGIES = {
     "group": ("roundrobin", "tls_tickets off;\n    tls_session_store group;\n{group}"),
     "redis": ("roundrobin", "tls_tickets off;\n    tls_session_store redis;\n{redis}"),
     "tickets": ("roundrobin", "tls_tickets on;\n    tls_session_store group;\n    tls_ticket_keys group;\n{group}"),
+    "label-group": ("psk ticket session_id hash",
+                    "tls_label {i};\n    tls_label_codec prefix;\n    tls_tickets off;\n    tls_session_store group;\n{group}"),
     # Only for the s_time reference: one cache with its local store and stateful tickets.
     "_store": ("roundrobin", "tls_tickets off;"),
 }
@@ -668,6 +672,16 @@ def next_src():
             return a
 
 
+def udp_drops():
+    """The kernel's UDP receive-buffer drops so far (RcvbufErrors, /proc/net/snmp)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            lines = [l.split() for l in f if l.startswith("Udp:")]
+        return int(dict(zip(lines[0][1:], lines[1][1:])).get("RcvbufErrors", 0))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def wait_caught_up(addr, kind, minimum, timeout=15):
     """A joining cache of the group or redis store: waits at least `minimum` s
     (the group resends its sync request after 2 s), then until its received
@@ -704,6 +718,10 @@ def run_one(node, ver, n, strategy, scenario, progress, est):
         if not wait_until(lambda: all(session_stats(CACHE_ADDR[i]).get("tls_redis", {}).get("up")
                                       for i in members), 10):
             raise SystemExit("resumption: the caches did not connect to redis-server")
+    if "group" in STRATEGIES[strategy][1]:
+        # A group cache asks its peers for their sessions at start and again 2 s
+        # later; let both answers pass before phase 1 (the stores are empty).
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - t_run)))
     node.start_switch(policy, members)
     event = {}
     pause = os.path.join(node.d, f"pause-{len(RUNS)}")
@@ -749,14 +767,18 @@ def run_one(node, ver, n, strategy, scenario, progress, est):
                 failures.append(f"TLS {ver} n={n} {strategy} fail: the switch did not mark cache-{victim} down")
         elif scenario == "join":
             j = n
+            drops0 = udp_drops()
             node.start_cache(j, strategy, n)
             node.ready_cache(j)
-            if strategy == "group":
+            if strategy in ("group", "label-group"):
                 event["caught_up"], event["catch_up_s"] = wait_caught_up(CACHE_ADDR[j], "tls_group", 2.5)
             elif strategy == "redis":
                 wait_until(lambda: session_stats(CACHE_ADDR[j]).get("tls_redis", {}).get("up"), 10)
                 event["caught_up"], event["catch_up_s"] = wait_caught_up(CACHE_ADDR[j], "tls_redis", 0.5)
             event["joiner_entries"] = session_stats(CACHE_ADDR[j]).get("tls_sessions", {}).get("entries")
+            event["peer_entries"] = session_stats(CACHE_ADDR[1]).get("tls_sessions", {}).get("entries")
+            if drops0 is not None and "group" in STRATEGIES[strategy][1]:
+                event["udp_drops"] = udp_drops() - drops0
             node.switch_conf(policy, list(range(1, n + 1)))
             os.kill(node.switch.pid, signal.SIGHUP)
             node.wait_backends(range(1, n + 1))
@@ -807,7 +829,7 @@ def run_one(node, ver, n, strategy, scenario, progress, est):
             msum(base, "ferry_tls_handshakes_total", 'handshake="full"')
     # Per-cache session-store counters at the end (group/redis: what crossed).
     shared = {}
-    if strategy in ("group", "redis", "tickets"):
+    if "group" in STRATEGIES[strategy][1] or strategy == "redis":
         for i in node.caches:
             if i in killed:
                 continue
@@ -816,7 +838,10 @@ def run_one(node, ver, n, strategy, scenario, progress, est):
                                     "received": st.get("tls_sessions", {}).get("received"),
                                     "hits": st.get("tls_sessions", {}).get("hits"),
                                     "misses": st.get("tls_sessions", {}).get("misses"),
-                                    "rejected": (st.get("tls_group") or st.get("tls_redis") or {}).get("rejected")}
+                                    "rejected": (st.get("tls_group") or st.get("tls_redis") or {}).get("rejected"),
+                                    "group": {k: st.get("tls_group", {}).get(k) for k in
+                                              ("replicated", "datagrams_out", "send_errors", "received",
+                                               "sync_requests", "sync_sent")} if st.get("tls_group") else None}
     p2cpu = {k: (cpu3[k] - cpu2[k]) / HZ for k in servers2 if cpu3.get(k) is not None and cpu2.get(k) is not None}
     p1cpu = {k: (cpu1[k] - cpu0[k]) / HZ for k in cpu0 if cpu1.get(k) is not None and cpu0.get(k) is not None}
     caches_p2 = sum(v for k, v in p2cpu.items() if k.startswith("cache-"))
@@ -907,8 +932,11 @@ def fmt_event(r):
         parts.append(f"down after {e['detect_s']:.2f} s")
     if "caught_up" in e:
         parts.append(f"caught up {e['caught_up']} in {e['catch_up_s']:.1f} s")
-    if e.get("joiner_entries") is not None and r["strategy"] in ("group", "redis"):
-        parts.append(f"{e['joiner_entries']} entries")
+    if e.get("joiner_entries") is not None and r["strategy"] in ("group", "redis", "label-group"):
+        parts.append(f"{e['joiner_entries']} entries" +
+                     (f" (cache-1: {e['peer_entries']})" if e.get("peer_entries") is not None else ""))
+    if e.get("udp_drops"):
+        parts.append(f"{e['udp_drops']} UDP datagrams dropped (receive buffer)")
     return ", ".join(parts) or "-"
 
 
