@@ -303,6 +303,14 @@ static int new_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct sess_store *s = store_of_ctx(SSL_get_SSL_CTX(ssl));
     unsigned int idlen;
+    /* A TLS 1.3 server calls this for stateless tickets too (with a dummy
+     * ID that no client will ever offer): the client carries the session,
+     * so storing or replicating it is waste. Stateful tickets
+     * (SSL_OP_NO_TICKET) are the ones looked up by ID. TLS 1.2 ticket
+     * sessions have an empty ID and are refused by put(). */
+    if (SSL_SESSION_get_protocol_version(sess) == TLS1_3_VERSION &&
+        (SSL_get_options(ssl) & SSL_OP_NO_TICKET) == 0)
+        return 0;
     const unsigned char *id = SSL_SESSION_get_id(sess, &idlen);
     int len = i2d_SSL_SESSION(sess, NULL);
     if (s == NULL || len <= 0 || len > SESS_MAX_DER)

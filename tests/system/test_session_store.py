@@ -94,3 +94,16 @@ def test_store_is_bounded(tmp_path, procs, pki, nginx_factory):
     # The newest still resumes; the oldest is gone (a full handshake).
     assert "Reused" in s_client(addr, pki, "-tls1_2", "-sess_in", tmp_path / "b39.pem")
     assert "New, TLSv1.2" in s_client(addr, pki, "-tls1_2", "-sess_in", tmp_path / "b0.pem")
+
+
+def test_stateless_tls13_tickets_stay_out_of_the_store(tmp_path, procs, pki, nginx_factory):
+    """A TLS 1.3 server hands OpenSSL's new-session callback its stateless
+    tickets too; the client carries those, so the store must not keep them."""
+    ngx = nginx_factory("")
+    ngx.put("/index.html", "hi\n")
+    f, addr = start(tmp_path, procs, pki, ngx, "tls_tickets on;")
+    sess = tmp_path / "t13.pem"
+    s_client(addr, pki, "-tls1_3", "-sess_out", sess)
+    assert "Reused, TLSv1.3" in s_client(addr, pki, "-tls1_3", "-sess_in", sess)
+    st = sessions(f)
+    assert st["stored"] == 0 and st["entries"] == 0, st
