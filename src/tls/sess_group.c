@@ -33,6 +33,7 @@ struct sess_group {
     uint32_t epoch;
     _Atomic uint32_t seq;
     struct sess_replay *replay;       /* loop thread only */
+    size_t sync_next, sync_first;     /* catch-up: the next peer to ask, and the first asked */
     uint8_t *rbuf, *plain;            /* loop thread: one datagram in, its plaintext */
     _Atomic uint64_t sent, datagrams_out, send_errors, received, deleted, rejected, sync_requests,
         sync_sent;
@@ -243,17 +244,31 @@ static void on_readable(struct loop_io *io, unsigned events)
     pthread_rwlock_unlock(&g->lock);
 }
 
-static void ask_peers(struct sess_group *g)
+/*
+ * Catch-up asks one peer at a time: every peer holds (nearly) every live
+ * session of the group, so answers from all of them at once would only
+ * bring n - 1 copies in one burst, enough to overflow the socket buffer of
+ * a server joining a large group. The next peer is asked after
+ * SYNC_RETRY_MS while nothing at all has arrived (the first one may be the
+ * dead peer this server replaces).
+ */
+static void ask_next_peer(struct sess_group *g)
 {
     pthread_rwlock_rdlock(&g->lock);
-    if (g->npeers > 0)
-        send_sealed(g, SESS_T_SYNC_REQUEST, NULL, 0, NULL);
+    if (g->npeers > 0) {
+        send_sealed(g, SESS_T_SYNC_REQUEST, NULL, 0, &g->peers[g->sync_next % g->npeers]);
+        g->sync_next++;
+    }
     pthread_rwlock_unlock(&g->lock);
 }
 
 static void on_retry(struct loop_timer *t)
 {
-    ask_peers(t->data);
+    struct sess_group *g = t->data;
+    if (atomic_load(&g->received) > 0 || g->sync_next - g->sync_first >= g->npeers)
+        return;
+    ask_next_peer(g);
+    loop_timer_start(&g->retry, SYNC_RETRY_MS);
 }
 
 static void take_conf(struct sess_group *g, struct sess_group_conf *c)
@@ -301,7 +316,10 @@ struct sess_group *sess_group_start(struct loop *l, struct sess_store *store,
         return NULL;
     }
     sess_store_set_hook(store, on_local, g);
-    ask_peers(g);
+    /* Start at a different peer on each server, to spread the answers. */
+    g->sync_next = g->npeers ? g->sender % g->npeers : 0;
+    g->sync_first = g->sync_next;
+    ask_next_peer(g);
     loop_timer_start(&g->retry, SYNC_RETRY_MS);
     log_info("tls group: sender %u on udp %s, %zu peers, sealing with key %u", g->sender,
              net_addr_str(&conf->listen, as, sizeof(as)), g->npeers, sess_keyring_seal_id(g->keys));

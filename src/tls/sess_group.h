@@ -9,9 +9,10 @@
  * session OpenSSL removes is sent as a DELETE. Receiving happens on one
  * loop (the role's main loop): each datagram is opened, checked against
  * the replay filter, and its sessions are put into the local store. A
- * server that starts asks its peers for their live sessions (SYNC_REQUEST,
- * at start and once more two seconds later); a peer answers with as many
- * datagrams of at most sync_datagram bytes as it takes. Sync requests are
+ * server that starts asks one peer for its live sessions (SYNC_REQUEST),
+ * and the next one every two seconds while nothing has arrived; a peer
+ * answers with as many datagrams of at most sync_datagram bytes as it
+ * takes. Sync requests are
  * answered only to configured peer addresses, so a forged source address
  * cannot turn a server into a reflector (and a request must be sealed with
  * the group key anyway).
