@@ -143,6 +143,7 @@ switch {
     policy roundrobin;
     health_check tls;
     health_check_sni $host;
+    health_check_timeout 3s;
     backend b-cache-1 127.0.2.11:8443;
     backend b-cache-2 127.0.2.12:8443;
     backend b-cache-3 127.0.2.13:8443;

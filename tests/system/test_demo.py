@@ -47,6 +47,14 @@ def test_demo_runs_and_stops(tmp_path):
         via1 = [l for l in r1.stdout.split(b"\r\n") if l.startswith(b"Via:")]
         via2 = [l for l in r2.stdout.split(b"\r\n") if l.startswith(b"Via:")]
         assert via1 and via1 == via2
+        # Node B's switch has all three caches in service (its TLS health checks passed).
+        ctl = os.path.join(BUILD, "ferryctl")
+        bconf = str(tmp_path / "run" / "b-switch.conf")
+
+        def b_all_up():
+            r = subprocess.run([ctl, "-c", bconf, "switch"], capture_output=True, text=True, timeout=30)
+            return r.returncode == 0 and all(b["up"] for b in json.loads(r.stdout)["backends"])
+        wait_for(b_all_up, 30, "node B's caches in service")
         # Node B: round robin, and still every reconnection resumes, on several caches:
         # TLS 1.2 without tickets through the group store, TLS 1.3 through the group's ticket keys.
         for version, extra in (("-tls1_2", ["-no_ticket"]), ("-tls1_3", [])):
