@@ -64,6 +64,13 @@ int64_t time_wall(void)
     return (int64_t)time(NULL);
 }
 
+uint64_t time_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 int64_t time_mono_ms(void)
 {
     struct timespec ts;

@@ -34,6 +34,8 @@ static inline int str_ieq(const char *s, size_t len, const char *lit)
 
 /* Wall clock in seconds and monotonic clock in milliseconds/nanoseconds. */
 int64_t time_wall(void);
+/* Wall-clock time in milliseconds (unix epoch). */
+uint64_t time_wall_ms(void);
 int64_t time_mono_ms(void);
 uint64_t time_mono_ns(void);
 

@@ -46,13 +46,6 @@ void sess_group_conf_fini(struct sess_group_conf *c)
     c->keys = NULL;
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Seals payload as one datagram of type and sends it to `to` (or every peer). Lock held (read). */
 static void send_sealed(struct sess_group *g, uint8_t type, const uint8_t *payload, size_t plen,
                         const struct net_addr *to)
@@ -63,7 +56,7 @@ static void send_sealed(struct sess_group *g, uint8_t type, const uint8_t *paylo
         .sender = g->sender,
         .epoch = g->epoch,
         .seq = atomic_fetch_add(&g->seq, 1),
-        .ts_ms = now_ms(),
+        .ts_ms = time_wall_ms(),
     };
     ssize_t n = sess_wire_seal(g->keys, &h, payload, plen, out, sizeof(out));
     if (n < 0) {
@@ -197,7 +190,7 @@ static void handle(struct sess_group *g, const uint8_t *d, size_t len, const str
     if (r == 0 && h.sender == g->sender)
         return; /* our own, back through a peer list that names us */
     if (r == 0)
-        r = sess_replay_accept(g->replay, &h, now_ms());
+        r = sess_replay_accept(g->replay, &h, time_wall_ms());
     if (r < 0) {
         reject(g, r, from, fromlen);
         goto out;
@@ -209,20 +202,8 @@ static void handle(struct sess_group *g, const uint8_t *d, size_t len, const str
             goto out;
         }
         answer_sync(g, to);
-    } else if (h.type == SESS_T_DELETE) {
-        const uint8_t *id;
-        size_t idlen;
-        if (sess_wire_get_delete(g->plain, plen, &id, &idlen) == 0) {
-            sess_store_remove(g->store, id, idlen);
-            atomic_fetch_add(&g->deleted, 1);
-        }
     } else {
-        struct sess_wire_iter it;
-        struct sess_wire_entry e;
-        if (sess_wire_iter_init(&it, g->plain, plen) == 0)
-            while (sess_wire_next_session(&it, &e) == 1)
-                if (sess_store_put_der(g->store, e.id, e.id_len, e.sess, e.sess_len, (int64_t)e.expiry) == 0)
-                    atomic_fetch_add(&g->received, 1);
+        sess_store_apply(g->store, h.type, g->plain, plen, &g->received, &g->deleted);
     }
 out:
     mem_wipe(g->plain, plen);

@@ -67,13 +67,6 @@ void sess_redis_conf_fini(struct sess_redis_conf *c)
     c->keys = NULL;
 }
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void unref(struct sess_redis *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) != 1)
@@ -166,21 +159,7 @@ static void apply_value(struct sess_redis *r, const uint8_t *v, size_t len)
     }
     if (h.sender == r->conf.sender)
         goto out; /* our own */
-    if (h.type == SESS_T_DELETE) {
-        const uint8_t *id;
-        size_t idlen;
-        if (sess_wire_get_delete(r->plain, plen, &id, &idlen) == 0) {
-            sess_store_remove(r->store, id, idlen);
-            atomic_fetch_add(&r->deleted, 1);
-        }
-    } else if (h.type == SESS_T_SESSION) {
-        struct sess_wire_iter it;
-        struct sess_wire_entry e;
-        if (sess_wire_iter_init(&it, r->plain, plen) == 0)
-            while (sess_wire_next_session(&it, &e) == 1)
-                if (sess_store_put_der(r->store, e.id, e.id_len, e.sess, e.sess_len, (int64_t)e.expiry) == 0)
-                    atomic_fetch_add(&r->received, 1);
-    }
+    sess_store_apply(r->store, h.type, r->plain, plen, &r->received, &r->deleted);
 out:
     mem_wipe(r->plain, plen);
 }
@@ -355,7 +334,7 @@ static void on_local(void *arg, enum sess_hook_op op, const uint8_t *id, size_t 
     struct sess_redis *r = arg;
     uint8_t payload[SESS_WIRE_MAX_SESS + SESS_WIRE_MAX_ID + 64];
     size_t plen;
-    struct sess_wire_hdr h = {.sender = r->conf.sender, .epoch = r->epoch, .ts_ms = wall_ms()};
+    struct sess_wire_hdr h = {.sender = r->conf.sender, .epoch = r->epoch, .ts_ms = time_wall_ms()};
     int64_t ttl_ms = 0;
     if (op == SESS_HOOK_NEW) {
         struct sess_wire_payload pl;

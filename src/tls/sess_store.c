@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lib/util.h"
+#include "tls/sess_wire.h"
 
 #define NSHARDS 16
 
@@ -278,6 +279,26 @@ void sess_store_stats(struct sess_store *s, struct sess_store_stats *out)
         pthread_mutex_lock(&s->shards[i].mu);
         out->entries += s->shards[i].n;
         pthread_mutex_unlock(&s->shards[i].mu);
+    }
+}
+
+void sess_store_apply(struct sess_store *s, int type, const uint8_t *plain, size_t plen,
+                      _Atomic uint64_t *received, _Atomic uint64_t *deleted)
+{
+    if (type == SESS_T_DELETE) {
+        const uint8_t *id;
+        size_t idlen;
+        if (sess_wire_get_delete(plain, plen, &id, &idlen) == 0) {
+            sess_store_remove(s, id, idlen);
+            atomic_fetch_add(deleted, 1);
+        }
+    } else if (type == SESS_T_SESSION) {
+        struct sess_wire_iter it;
+        struct sess_wire_entry e;
+        if (sess_wire_iter_init(&it, plain, plen) == 0)
+            while (sess_wire_next_session(&it, &e) == 1)
+                if (sess_store_put_der(s, e.id, e.id_len, e.sess, e.sess_len, (int64_t)e.expiry) == 0)
+                    atomic_fetch_add(received, 1);
     }
 }
 

@@ -94,4 +94,12 @@ void sess_store_foreach(struct sess_store *s,
 
 void sess_store_stats(struct sess_store *s, struct sess_store_stats *out);
 
+/*
+ * Applies an opened, authentic SESSION or DELETE payload (sess_wire) from
+ * another server: its sessions are put, or its ID removed. Adds the
+ * sessions stored to *received and the deletions to *deleted.
+ */
+void sess_store_apply(struct sess_store *s, int type, const uint8_t *plain, size_t plen,
+                      _Atomic uint64_t *received, _Atomic uint64_t *deleted);
+
 #endif
