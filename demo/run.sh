@@ -226,11 +226,11 @@ cat > topology.json.tmp <<JSON
   {"name": "demo-b-switch", "cdn": "demo", "node": "b", "role": "switch", "address": "127.0.2.10",
    "ports": {"https": 8443, "admin": 9000}},
   {"name": "demo-b-cache-1", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
-   "address": "127.0.2.11", "ports": {"https": 8443, "admin": 9000, "group_udp": 7400}},
+   "address": "127.0.2.11", "ports": {"https": 8443, "admin": 9000, "session-sync": 7400}},
   {"name": "demo-b-cache-2", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
-   "address": "127.0.2.12", "ports": {"https": 8443, "admin": 9000, "group_udp": 7400}},
+   "address": "127.0.2.12", "ports": {"https": 8443, "admin": 9000, "session-sync": 7400}},
   {"name": "demo-b-cache-3", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
-   "address": "127.0.2.13", "ports": {"https": 8443, "admin": 9000, "group_udp": 7400}}
+   "address": "127.0.2.13", "ports": {"https": 8443, "admin": 9000, "session-sync": 7400}}
  ]}
 JSON
 mv topology.json.tmp topology.json
