@@ -91,9 +91,13 @@ def test_store_is_bounded(tmp_path, procs, pki, nginx_factory):
     st = sessions(f)
     assert st["stored"] == 40, st
     assert st["entries"] <= 16 and st["evicted"] >= 24, st
-    # The newest still resumes; the oldest is gone (a full handshake).
+    # The newest resumes; at least the 24 evicted ones get a full handshake. (Eviction is
+    # oldest-first per shard, so which ones go depends on the hash; a full handshake stores a
+    # new session and may evict more, never fewer.)
     assert "Reused" in s_client(addr, pki, "-tls1_2", "-sess_in", tmp_path / "b39.pem")
-    assert "New, TLSv1.2" in s_client(addr, pki, "-tls1_2", "-sess_in", tmp_path / "b0.pem")
+    full = sum("New, TLSv1.2" in s_client(addr, pki, "-tls1_2", "-sess_in", tmp_path / f"b{i}.pem")
+               for i in range(38, -1, -1))
+    assert full >= 24, (full, st)
 
 
 def test_stateless_tls13_tickets_stay_out_of_the_store(tmp_path, procs, pki, nginx_factory):
