@@ -1,14 +1,25 @@
 #!/bin/sh
-# make demo: two CDN nodes on loopback, in the foreground until Ctrl-C. They
-# show the patent's two answers side by side.
+# make demo: two CDNs, alpha and beta, on loopback in front of one origin, in
+# the foreground until Ctrl-C. Their nodes show the patent's two answers side
+# by side, and their routers the request routing of the peering drafts.
 #
 #   origin    127.0.10.10:8080       the built-in origin role serving the demo content
-# Node A, routing by label:
+# CDN alpha:
+#   router    127.0.1.53:5300 DNS (UDP and TCP), :8080 HTTP redirector, :9000 admin
+#             authoritative for example.test; serves clients of its areas
+#             (192.0.2.0/24, 127.0.1.0/24, the rest of 127/8) with node A, and
+#             hands clients of beta's areas (198.51.100.0/24, 127.0.2.0/24) to
+#             beta: DNS by asking beta's router with the client's subnet (ECS),
+#             HTTP by a redirect to beta's redirector
+# CDN beta:
+#   router    127.0.2.53:5300 DNS, :8080 HTTP redirector, :9000 admin
+#             authoritative for cdn.beta.test; serves its areas with node B
+# Node A (alpha), routing by label:
 #   switch    127.0.1.10:8443 (https), :8080 (http), :9000 (admin)
 #             routes each TLS connection to the cache holding its session
 #   cache 1-3 127.0.1.11-13: :8443 https and :8080 http for direct use,
 #             :8444/:8081 the same behind the switch (PROXY protocol), :9000 admin
-# Node B, sharing session state:
+# Node B (beta), sharing session state:
 #   switch    127.0.2.10:8443, :9000 (admin): plain round robin
 #   cache 1-3 127.0.2.11-13: :8443 https, :9000 admin, :7400/udp the group
 #             store (sessions replicated, sealed with group.keys) and group
@@ -92,6 +103,7 @@ cache {
     access_log $run/access$i.log;
     publisher $host {
         origin http://$origin_addr:8080;
+        alias alpha-1.example.test;
     }
 }
 CONF
@@ -126,6 +138,7 @@ $peers        key_file $run/group.keys;
     }
     publisher $host {
         origin http://$origin_addr:8080;
+        alias beta-1.example.test;
     }
 }
 CONF
@@ -170,8 +183,86 @@ switch {
 }
 CONF
 
+# The routers. Alpha is authoritative for the publisher's zone; the node
+# names alpha-1 and beta-1 are under it, so the demo certificate
+# (*.example.test) covers the HTTP redirects' targets too.
+cat > alpha-router.conf <<CONF
+# CDN alpha's request routing: authoritative DNS and HTTP redirects.
+error_log $run/alpha-router.log;
+admin {
+    listen 127.0.1.53:9000;
+    token_file $run/token;
+}
+router {
+    cdn alpha;
+    listen 127.0.1.53:5300;
+    listen_http 127.0.1.53:8080;
+    poll_interval 1s;
+    zone example.test {
+        ns ns1.example.test;
+        record ns1 A 127.0.1.53;
+        record alpha-1 A $switch_addr;
+        record beta-1 A 127.0.2.10;
+        service www;
+    }
+    node alpha-1 {
+        address $switch_addr;
+        status $switch_addr:9000;
+        redirect https://alpha-1.example.test:8443;
+    }
+    peer beta {
+        handoff ecs;
+        ecs_server 127.0.2.53:5300;
+        ecs_zone cdn.beta.test;
+        redirect http://127.0.2.53:8080;
+    }
+    area 0.0.0.0/0 alpha-1;
+    area ::/0 alpha-1;
+    area 192.0.2.0/24 alpha-1;
+    area 198.51.100.0/24 beta;
+    area 127.0.2.0/24 beta;
+}
+CONF
+
+cat > beta-router.conf <<CONF
+# CDN beta's request routing.
+error_log $run/beta-router.log;
+admin {
+    listen 127.0.2.53:9000;
+    token_file $run/token;
+}
+router {
+    cdn beta;
+    listen 127.0.2.53:5300;
+    listen_http 127.0.2.53:8080;
+    poll_interval 1s;
+    zone cdn.beta.test {
+        ns ns1.cdn.beta.test;
+        record ns1 A 127.0.2.53;
+        service www;
+    }
+    zone example.test {
+        ns ns1.cdn.beta.test.;
+        service www;
+    }
+    node beta-1 {
+        address 127.0.2.10;
+        status 127.0.2.10:9000;
+        redirect https://beta-1.example.test:8443;
+    }
+    peer alpha {
+        handoff cname;
+        cname cdn.alpha.test;
+        redirect http://127.0.1.53:8080;
+    }
+    area 198.51.100.0/24 beta-1;
+    area 127.0.2.0/24 beta-1;
+    area 192.0.2.0/24 alpha;
+}
+CONF
+
 for c in origin.conf cache1.conf cache2.conf cache3.conf switch.conf \
-         b-cache1.conf b-cache2.conf b-cache3.conf b-switch.conf; do
+         b-cache1.conf b-cache2.conf b-cache3.conf b-switch.conf alpha-router.conf beta-router.conf; do
     "$ferryd" -t -c "$c" >/dev/null
 done
 
@@ -194,12 +285,15 @@ for i in $caches; do
     "$ferryd" -c b-cache$i.conf & pids="$pids $!"
 done
 "$ferryd" -c b-switch.conf & pids="$pids $!"
+"$ferryd" -c alpha-router.conf & pids="$pids $!"
+"$ferryd" -c beta-router.conf & pids="$pids $!"
 
 # Wait until both answer (poll, bounded).
 i=0
 ready() {
     curl -sf -o /dev/null "http://$origin_addr:8080/" || return 1
-    for a in 127.0.1.11 127.0.1.12 127.0.1.13 $switch_addr 127.0.2.11 127.0.2.12 127.0.2.13 127.0.2.10; do
+    for a in 127.0.1.11 127.0.1.12 127.0.1.13 $switch_addr 127.0.2.11 127.0.2.12 127.0.2.13 127.0.2.10 \
+             127.0.1.53 127.0.2.53; do
         curl -sf -o /dev/null "http://$a:9000/readyz" || return 1
     done
 }
@@ -215,21 +309,27 @@ cat > topology.json.tmp <<JSON
  "services": [
   {"name": "demo-origin", "cdn": "demo", "role": "origin", "address": "$origin_addr",
    "ports": {"http": 8080}},
-  {"name": "demo-switch", "cdn": "demo", "role": "switch", "address": "$switch_addr",
+  {"name": "alpha-router", "cdn": "alpha", "role": "router", "address": "127.0.1.53",
+   "ports": {"dns": 5300, "http": 8080, "admin": 9000}, "zones": ["example.test"],
+   "areas": ["192.0.2.0/24", "127.0.0.0/8"]},
+  {"name": "beta-router", "cdn": "beta", "role": "router", "address": "127.0.2.53",
+   "ports": {"dns": 5300, "http": 8080, "admin": 9000}, "zones": ["cdn.beta.test", "example.test"],
+   "areas": ["198.51.100.0/24", "127.0.2.0/24"]},
+  {"name": "demo-switch", "cdn": "alpha", "role": "switch", "address": "$switch_addr",
    "ports": {"https": 8443, "http": 8080, "admin": 9000}},
-  {"name": "demo-cache-1", "cdn": "demo", "role": "cache", "label": 1, "address": "127.0.1.11",
+  {"name": "demo-cache-1", "cdn": "alpha", "role": "cache", "label": 1, "address": "127.0.1.11",
    "ports": {"https": 8443, "http": 8080, "admin": 9000}},
-  {"name": "demo-cache-2", "cdn": "demo", "role": "cache", "label": 2, "address": "127.0.1.12",
+  {"name": "demo-cache-2", "cdn": "alpha", "role": "cache", "label": 2, "address": "127.0.1.12",
    "ports": {"https": 8443, "http": 8080, "admin": 9000}},
-  {"name": "demo-cache-3", "cdn": "demo", "role": "cache", "label": 3, "address": "127.0.1.13",
+  {"name": "demo-cache-3", "cdn": "alpha", "role": "cache", "label": 3, "address": "127.0.1.13",
    "ports": {"https": 8443, "http": 8080, "admin": 9000}},
-  {"name": "demo-b-switch", "cdn": "demo", "node": "b", "role": "switch", "address": "127.0.2.10",
+  {"name": "demo-b-switch", "cdn": "beta", "node": "b", "role": "switch", "address": "127.0.2.10",
    "ports": {"https": 8443, "admin": 9000}},
-  {"name": "demo-b-cache-1", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
+  {"name": "demo-b-cache-1", "cdn": "beta", "node": "b", "role": "cache", "session_store": "group",
    "address": "127.0.2.11", "ports": {"https": 8443, "admin": 9000, "session-sync": 7400}},
-  {"name": "demo-b-cache-2", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
+  {"name": "demo-b-cache-2", "cdn": "beta", "node": "b", "role": "cache", "session_store": "group",
    "address": "127.0.2.12", "ports": {"https": 8443, "admin": 9000, "session-sync": 7400}},
-  {"name": "demo-b-cache-3", "cdn": "demo", "node": "b", "role": "cache", "session_store": "group",
+  {"name": "demo-b-cache-3", "cdn": "beta", "node": "b", "role": "cache", "session_store": "group",
    "address": "127.0.2.13", "ports": {"https": 8443, "admin": 9000, "session-sync": 7400}}
  ]}
 JSON
@@ -237,6 +337,24 @@ mv topology.json.tmp topology.json
 
 cat <<TXT
 Ferry demo is running (Ctrl-C stops it). Topology: $run/topology.json
+
+Request routing. Alpha's router answers a client of its own area with node A's switch,
+and a client of beta's area (as its resolver's ECS subnet shows) with beta's node,
+after asking beta's router:
+  dig @127.0.1.53 -p 5300 www.example.test +subnet=192.0.2.0/24       # 127.0.1.10 (alpha)
+  dig @127.0.1.53 -p 5300 www.example.test +subnet=198.51.100.0/24    # 127.0.2.10 (beta)
+  kdig @127.0.1.53 -p 5300 www.example.test +tcp +subnet=198.51.100.7
+Beta's router would send alpha's clients back by CNAME; the loop guard in the name
+keeps a misrouted client from bouncing:
+  dig @127.0.2.53 -p 5300 www.cdn.beta.test +subnet=192.0.2.0/24      # CNAME fp--beta.www.cdn.alpha.test
+  dig @127.0.2.53 -p 5300 fp--alpha.www.cdn.beta.test +subnet=192.0.2.0/24  # stays with beta
+HTTP redirects (the client address decides: 127.0.1.x is alpha's, 127.0.2.x beta's):
+  curl -si http://127.0.1.53:8080/static/app.css -H 'Host: $host' | grep -i location
+  curl -si --interface 127.0.2.1 http://127.0.1.53:8080/static/app.css -H 'Host: $host' | grep -i location
+  curl -sL --cacert $run/ca.pem --resolve alpha-1.example.test:8443:$switch_addr -H 'Host: $host' http://127.0.1.53:8080/static/app.css
+  curl -sL --cacert $run/ca.pem --resolve beta-1.example.test:8443:127.0.2.10 --interface 127.0.2.1 -H 'Host: $host' http://127.0.1.53:8080/static/app.css
+  $ferryctl -c $run/alpha-router.conf router
+  $ferryctl -c $run/alpha-router.conf route 198.51.100.7 www.example.test
 
 Through the switch (it routes each TLS session back to the cache that holds it):
   curl -si --cacert $run/ca.pem --resolve $host:8443:$switch_addr https://$host:8443/

@@ -10,8 +10,9 @@ libssl-dev libcmocka-dev libhiredis-dev redis-server
 openssl curl ca-certificates nginx-light
 python3 python3-pytest python3-pytest-timeout python3-requests python3-cryptography
 python3-dnspython iproute2 procps nftables
+bind9-dnsutils knot-dnsutils unbound python3-radix
 "
-BENCH_PACKAGES="wrk varnish haproxy"
+BENCH_PACKAGES="wrk varnish haproxy dnsperf knot nsd"
 
 want="$PACKAGES"
 if [ "${1:-}" = "--bench" ]; then

@@ -158,6 +158,23 @@ static int cmd_switch(struct ctl *ctl, int argc, char **argv)
     return request(ctl, "GET", "/api/v1/switch");
 }
 
+static int cmd_router(struct ctl *ctl, int argc, char **argv)
+{
+    return request(ctl, "GET", "/api/v1/router");
+}
+
+static int cmd_route(struct ctl *ctl, int argc, char **argv)
+{
+    char *a = qenc(argv[0]);
+    char *n = argc > 1 ? qenc(argv[1]) : NULL;
+    char *path = xasprintf("/api/v1/router/lookup?addr=%s%s%s", a, n ? "&name=" : "", n ? n : "");
+    int rc = request(ctl, "GET", path);
+    free(a);
+    free(n);
+    free(path);
+    return rc;
+}
+
 static int cmd_metrics(struct ctl *ctl, int argc, char **argv)
 {
     return request(ctl, "GET", "/metrics");
@@ -208,6 +225,8 @@ static const struct cmd cmds[] = {
     {"metrics", "", "all metrics in Prometheus text format", 0, 0, cmd_metrics},
     {"sessions", "", "a cache's TLS session store: held, stored, received, resumed; the group's replication and refusals", 0, 0, cmd_sessions},
     {"switch", "", "switch backends (health, connections, resumptions), policy steps, sticky table", 0, 0, cmd_switch},
+    {"router", "", "a router's nodes (health, load, answers), peers, areas, decisions by reason", 0, 0, cmd_router},
+    {"route", "ADDR [NAME]", "the router's decision for a client address (and service name), with its reason", 1, 2, cmd_route},
     {"health", "", "liveness (/healthz)", 0, 0, cmd_health},
     {"reload", "", "reload the configuration (a bad one is refused)", 0, 0, cmd_reload},
     {"purge", "[--prefix] URL", "flush cached objects by URL or URL prefix", 1, 2, cmd_purge},

@@ -32,6 +32,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/role.h"
+#include "router/router.h"
 #include "lib/util.h"
 #include "origin/origin.h"
 #include "switch/switch.h"
@@ -61,10 +62,12 @@ static const struct conf_opt top_opts[] = {
      .help = "The built-in static origin role."},
     {.name = "switch", .type = CONF_BLOCK, .block = switch_opts,
      .help = "The switch role: routes TLS connections to the cache holding their session."},
+    {.name = "router", .type = CONF_BLOCK, .block = router_opts,
+     .help = "The router role: authoritative DNS and HTTP redirects to a node or a peer CDN."},
     {0},
 };
 
-static const struct role_ops *const roles[] = {&origin_role, &cache_role, &switch_role};
+static const struct role_ops *const roles[] = {&origin_role, &cache_role, &switch_role, &router_role};
 
 struct running {
     struct conf *conf;
@@ -145,7 +148,7 @@ static int load(const char *path, struct running *out, int to_log)
             out->inst[i] = roles[i]->create(c, b);
         }
         if (nroles == 0)
-            conf_error(c, NULL, "%s: no role configured (add a cache or origin block)", path);
+            conf_error(c, NULL, "%s: no role configured (add a cache, origin, switch or router block)", path);
     }
     if (c->nerrors == 0)
         return 0;

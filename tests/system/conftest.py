@@ -348,12 +348,13 @@ def curl(*args, timeout=20):
 
 
 def parse_response(raw):
-    """Splits a raw HTTP/1.1 response (possibly after 1xx heads) into status, fields, body."""
+    """Splits a raw HTTP/1.1 response (possibly after 1xx heads, or the bodiless
+    redirects curl -L followed) into status, fields, body."""
     while True:
         head, _, rest = raw.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
-        if 100 <= status < 200:
+        if 100 <= status < 200 or (status in (301, 302, 303, 307, 308) and rest.startswith(b"HTTP/1.")):
             raw = rest
             continue
         fields = {}

@@ -1,8 +1,10 @@
-"""make demo's script: starts an origin and two nodes. Node A (three caches
-and a switch routing by label) serves over HTTPS and HTTP and resumes TLS
-sessions on the cache that holds them; node B (three caches sharing session
-state, a round-robin switch) resumes on whichever cache a client lands. It
-writes the topology file and stops everything on SIGINT."""
+"""make demo's script: starts an origin and two CDNs. Alpha's node A (three
+caches and a switch routing by label) serves over HTTPS and HTTP and resumes
+TLS sessions on the cache that holds them; beta's node B (three caches
+sharing session state, a round-robin switch) resumes on whichever cache a
+client lands. Alpha's router answers its own clients with node A and hands
+beta's (by ECS subnet, or by client address for HTTP) to beta. It writes the
+topology file and stops everything on SIGINT."""
 import json
 import os
 import signal
@@ -22,7 +24,7 @@ def test_demo_runs_and_stops(tmp_path):
         assert p.poll() is None, (tmp_path / "demo.out").read_text()
         topo = json.loads(topo_path.read_text())
         roles = sorted(s["role"] for s in topo["services"])
-        assert roles == ["cache"] * 6 + ["origin", "switch", "switch"]
+        assert roles == ["cache"] * 6 + ["origin", "router", "router", "switch", "switch"]
         assert sorted(s["label"] for s in topo["services"] if s["role"] == "cache" and "label" in s) == [1, 2, 3]
         sw = [s for s in topo["services"] if s["role"] == "switch" and "node" not in s][0]
         bsw = [s for s in topo["services"] if s["role"] == "switch" and s.get("node") == "b"][0]
@@ -74,8 +76,23 @@ def test_demo_runs_and_stops(tmp_path):
         st = json.loads(ctl.stdout)
         assert st["session_store"] == "group" and st["tls_group"]["received"] >= 1, st
         assert st["tls_resumed_handshakes"] >= 2, st
+        # Request routing: alpha answers its own area with node A, beta's with node B
+        # (after asking beta's router), and redirects HTTP clients the same way.
+        ra = [s for s in topo["services"] if s["role"] == "router" and s["cdn"] == "alpha"][0]
+        dig = ["dig", "+short", "+time=2", "+tries=2", f"@{ra['address']}", "-p", str(ra["ports"]["dns"]), host]
+        a = subprocess.run(dig + ["+subnet=192.0.2.0/24"], capture_output=True, text=True, timeout=30).stdout.split()
+        assert a == [sw["address"]], a
+        b = subprocess.run(dig + ["+subnet=198.51.100.0/24"], capture_output=True, text=True, timeout=30).stdout.split()
+        assert b == [bsw["address"]], b
+        redir = f"http://{ra['address']}:{ra['ports']['http']}/static/app.css"
+        s, h, body = curl("-L", "--cacert", topo["ca"], "--resolve", f"alpha-1.example.test:{port}:{sw['address']}",
+                          "-H", f"Host: {host}", redir)
+        assert s == 200 and body == b"style\n"
+        s, h, body = curl("-L", "--cacert", topo["ca"], "--resolve", f"beta-1.example.test:{port}:{bsw['address']}",
+                          "--interface", "127.0.2.1", "-H", f"Host: {host}", redir)
+        assert s == 200 and body == b"style\n" and h["via"][0].startswith("1.1 demo-b-cache"), h
         out = (tmp_path / "demo.out").read_text()
-        assert "ferryctl" in out and "switch" in out
+        assert "ferryctl" in out and "switch" in out and "dig @" in out
     finally:
         os.killpg(p.pid, signal.SIGINT)
         rc = p.wait(timeout=30 * SLOW)
@@ -83,5 +100,6 @@ def test_demo_runs_and_stops(tmp_path):
     assert rc == 0
     assert "demo: stopped" in (tmp_path / "demo.out").read_text()
     for name in ("origin.log", "cache1.log", "cache2.log", "cache3.log", "switch.log",
-                 "b-cache1.log", "b-cache2.log", "b-cache3.log", "b-switch.log"):
+                 "b-cache1.log", "b-cache2.log", "b-cache3.log", "b-switch.log", "alpha-router.log",
+                 "beta-router.log"):
         assert "stopped" in (tmp_path / "run" / name).read_text(), name

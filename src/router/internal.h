@@ -1,0 +1,319 @@
+/*
+ * router/internal -- what the router's files share: the settings snapshot
+ * (zones, names, nodes, peers, areas) and the answering engine.
+ *
+ * A struct rt_settings is built by the config code, never changed after,
+ * and reference-counted: each worker holds a reference to the snapshot it
+ * answers from, and a reload posts the new one to every worker, which drops
+ * the old one. So a reload (a new million-prefix area table included) never
+ * stops the answers.
+ *
+ * Nodes and peers belong to a snapshot (reference-counted, as a worker may
+ * still answer from an old snapshot); a node that survives a reload under
+ * the same name and status address starts with the old one's health. The
+ * health poller (poll.c, main loop) writes node->up and node->load with
+ * relaxed atomics; workers read them.
+ */
+#ifndef FERRY_ROUTER_INTERNAL_H
+#define FERRY_ROUTER_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dns/wire.h"
+#include "lib/conf.h"
+#include "lib/metrics.h"
+#include "lib/net.h"
+#include "router/area.h"
+
+#define RT_MAX_ADDRS 8        /* switch addresses of one node */
+#define RT_MAX_SETS 8         /* sets a node belongs to */
+#define RT_MAX_TARGETS 16     /* targets of one area line */
+#define RT_MAX_PATHS 16       /* path rules of one service */
+#define RT_NAME_MAX 64        /* node, peer and set names */
+
+enum rt_reason {
+    RT_R_OWN = 0,      /* one of our nodes, chosen by area */
+    RT_R_PEER_CNAME,   /* handed to a peer CDN by CNAME */
+    RT_R_PEER_NS,      /* by NS delegation */
+    RT_R_PEER_ECS,     /* by asking the peer's router ("modified DNS") */
+    RT_R_PEER_HTTP,    /* by HTTP redirect to the peer's redirector */
+    RT_R_FALLBACK,     /* no area, no healthy node in it, a loop, or a failed peer */
+    RT_NREASONS
+};
+
+enum rt_handoff { RT_H_CNAME = 0, RT_H_NS, RT_H_ECS };
+
+struct rt_node {
+    _Atomic int refs;
+    char name[RT_NAME_MAX + 1];
+    struct net_addr addr[RT_MAX_ADDRS]; /* the node's switch addresses (port unused in DNS) */
+    unsigned naddr;
+    char sets[RT_MAX_SETS][RT_NAME_MAX + 1];
+    unsigned nsets;
+    unsigned capacity;                  /* relative; 1..1000000 */
+    char redirect[256];                 /* base URL of HTTP redirects: "https://host:port" */
+    int has_status;
+    struct net_addr status;             /* the node's admin endpoint, polled */
+    /* health, written by the poller */
+    _Atomic int up;
+    _Atomic int64_t load;               /* the node's load metric, summed */
+    _Atomic int64_t last_poll_ms;       /* wall clock of the last completed poll */
+    unsigned fails, oks;                /* poller-private */
+    char last_error[96];                /* poller-private, for the admin API */
+    struct metric *m_answers;           /* answers naming this node */
+};
+
+struct rt_peer {
+    _Atomic int refs;
+    char name[RT_NAME_MAX + 1];         /* the peer's CDN id */
+    enum rt_handoff handoff;
+    uint8_t cname_suffix[DNS_MAX_NAME]; /* wire; CNAME targets end with it */
+    uint8_t ns_name[DNS_MAX_NAME];      /* wire; NS hand-off */
+    struct net_addr ns_addr[RT_MAX_ADDRS]; /* its glue */
+    unsigned nns_addr;
+    struct net_addr ecs_server;         /* the peer router, for ECS hand-off */
+    uint8_t ecs_zone[DNS_MAX_NAME];     /* wire; when set, asked name = service label + this */
+    char redirect[256];                 /* base URL for HTTP hand-offs */
+    struct metric *m_handoffs;
+};
+
+/* One area line (deduplicated): where clients of its prefixes go. */
+struct rt_area {
+    unsigned ntargets;
+    struct rt_node *node[RT_MAX_TARGETS]; /* not owned (the settings hold references) */
+    struct rt_peer *peer;                 /* a peer target instead of nodes, or NULL */
+};
+
+/* A static resource record. */
+struct rt_rr {
+    struct rt_rr *next;
+    uint16_t type;
+    uint32_t ttl;
+    uint16_t rdlen;
+    uint8_t rdata[];
+};
+
+struct rt_path_rule {
+    char prefix[128];                   /* URL path prefix */
+    char set[RT_NAME_MAX + 1];          /* node set for it */
+};
+
+/* A name answered by decision: "service NAME [set SET]" in a zone. */
+struct rt_service {
+    char set[RT_NAME_MAX + 1];          /* "" = every node */
+    uint8_t label[DNS_MAX_NAME];        /* the name relative to its zone, wire form, for hand-offs */
+    uint32_t ttl;
+    struct rt_path_rule paths[RT_MAX_PATHS];
+    unsigned npaths;
+};
+
+struct rt_zone;
+
+/* An owner name in a zone. */
+struct rt_name {
+    uint8_t name[DNS_MAX_NAME];         /* lowercased wire form */
+    struct rt_zone *zone;
+    struct rt_rr *rrs;                  /* owned */
+    struct rt_service *svc;             /* owned, or NULL */
+    int delegation;                     /* has NS records and is not the apex */
+};
+
+struct rt_zone {
+    uint8_t apex[DNS_MAX_NAME];
+    char text[DNS_MAX_NAME + 1];
+    uint8_t soa_rdata[2 * DNS_MAX_NAME + 20];
+    uint16_t soa_len;
+    uint32_t soa_ttl, minimum;
+    int has_delegations;
+    struct rt_name *apex_name;          /* not owned (in the name table) */
+};
+
+struct rt_settings {
+    _Atomic int refs;
+    char cdn[DNS_MAX_CDN_ID + 1];
+    uint32_t ttl;                       /* default TTL of decided answers */
+    uint16_t udp_size;                  /* our EDNS payload size */
+    /* zones and names: open-addressing tables keyed by the lowercased wire name */
+    struct rt_zone **zones;
+    size_t nzones;
+    struct rt_name **names;             /* owned entries */
+    size_t names_cap;                   /* power of two */
+    size_t nnames;
+    /* nodes and peers: references */
+    struct rt_node **nodes;
+    size_t nnodes;
+    struct rt_peer **peers;
+    size_t npeers;
+    /* areas */
+    struct rt_area *areas;              /* owned array */
+    size_t nareas;
+    struct area_table *table;           /* owned */
+    size_t area_prefixes;
+    /* limits */
+    unsigned rrl_rate;                  /* responses per second per client prefix, 0 = off */
+    unsigned rrl_slip;
+    unsigned rrl_v4_prefix, rrl_v6_prefix;
+    int64_t ecs_timeout_ms;
+    unsigned ecs_max_pending;
+    int redirect_code;                  /* 302 or 307 */
+};
+
+/* The result of a decision. */
+struct rt_decision {
+    enum rt_reason reason;
+    struct rt_node *node;               /* own node chosen, or NULL */
+    struct rt_peer *peer;               /* peer handed to, or NULL */
+    unsigned scope;                     /* ECS scope of the decision */
+    int loop;                           /* a peer was skipped because it is on the path */
+};
+
+/* The client a decision is for. */
+struct rt_client {
+    int family;                         /* 4 or 6, 0 = unknown */
+    uint8_t addr[16];
+    unsigned source;                    /* prefix bits known (ECS source, or 32/128) */
+    const struct dns_path *path;        /* CDNs already passed, or NULL */
+};
+
+/* settings.c */
+struct rt_settings *rt__settings_create(struct conf *c, const struct conf_node *blk,
+                                        struct rt_node **old_nodes, size_t nold_nodes);
+struct rt_settings *rt__settings_ref(struct rt_settings *s);
+void rt__settings_unref(struct rt_settings *s);
+const struct rt_name *rt__name_find(const struct rt_settings *s, const uint8_t *lname);
+const struct rt_zone *rt__zone_find(const struct rt_settings *s, const uint8_t *lname, int *depth);
+void rt__node_unref(struct rt_node *n);
+void rt__peer_unref(struct rt_peer *p);
+int rt__client_from_sockaddr(struct rt_client *cl, const struct net_addr *a);
+
+/*
+ * The area file parser (also the fuzz target's entry): lines of
+ * "PREFIX TARGET[,TARGET...]"; `#` starts a comment. resolve(arg, name)
+ * returns 0 when the target list is known and sets *value; errors are
+ * reported through err(arg, line, message). Returns the number of errors.
+ */
+typedef int (*rt_area_resolve_cb)(void *arg, const char *targets, uint32_t *value, char *err,
+                                  size_t errlen);
+typedef void (*rt_area_error_cb)(void *arg, int line, const char *msg);
+unsigned rt__area_parse(const char *text, size_t len, struct area_builder *b,
+                        rt_area_resolve_cb resolve, rt_area_error_cb error, void *arg);
+
+/* decide.c */
+#define RT_DECIDE_NO_PEER 0x1u   /* the client must stay with us: a peer area falls back */
+#define RT_DECIDE_AFFINITY 0x2u  /* pick by the spread's rendezvous hash alone, not by load */
+void rt__decide(const struct rt_settings *s, const char *set, const struct rt_client *cl,
+                uint64_t spread, unsigned flags, struct rt_decision *d);
+int rt__path_has(const struct dns_path *p, const char *id);
+void rt__path_push(struct dns_path *out, const struct dns_path *in, const char *id);
+const char *rt__reason_name(enum rt_reason r);
+
+/*
+ * answer.c: the DNS engine. Answers one query from a settings snapshot.
+ * Returns the response length (> 0), 0 when nothing must be sent, or
+ * RT_ANSWER_ASYNC when the answer needs the peer `ecs->peer` to be asked
+ * first (the caller sends the query and later calls rt__answer_from_peer).
+ */
+#define RT_ANSWER_ASYNC (-2)
+
+struct rt_counters {
+    struct metric *queries[8][6];       /* [type index][rcode index] */
+    struct metric *decisions[RT_NREASONS];
+    struct metric *loops;
+    struct metric *truncated;
+    struct metric *ecs_queries;
+    struct metric *ecs_failures;
+};
+
+struct rt_ecs_req {                     /* filled when the answer is RT_ANSWER_ASYNC */
+    struct rt_peer *peer;
+    uint8_t qname[DNS_MAX_NAME];        /* the name to ask the peer */
+    uint16_t qtype;
+    struct dns_ecs ecs;                 /* the client subnet to send */
+    struct dns_path path;               /* our path, us appended */
+    unsigned scope;                     /* our decision's scope */
+    uint32_t ttl;                       /* the service's TTL, the most we pass on */
+};
+
+int rt__answer(const struct rt_settings *s, const struct rt_counters *ctr, const uint8_t *pkt,
+               size_t len, const struct net_addr *from, int tcp, uint8_t *out, size_t outcap,
+               struct rt_ecs_req *ecs);
+/*
+ * Builds the answer to the query `pkt` once the peer answered (`resp`, may
+ * be NULL on timeout: then the own-node fallback is answered).
+ */
+int rt__answer_from_peer(const struct rt_settings *s, const struct rt_counters *ctr,
+                         const uint8_t *pkt, size_t len, const struct net_addr *from, int tcp,
+                         const struct rt_ecs_req *req, const uint8_t *resp, size_t resp_len,
+                         uint16_t resp_id, uint8_t *out, size_t outcap);
+int rt__type_index(uint16_t qtype);
+int rt__rcode_index(int rcode);
+extern const char *const rt__type_names[8];
+extern const char *const rt__rcode_names[6];
+
+/* ---- the role and its workers (router.c, server.c, http.c, poll.c) ---- */
+
+#include <stdatomic.h>
+
+#include "lib/admin.h"
+#include "lib/loop.h"
+
+struct rt_listen {
+    struct net_addr addr;
+    int http;                           /* the HTTP redirector, else DNS (UDP and TCP) */
+};
+
+struct rt_worker;
+struct rt_poller;
+
+struct router {
+    struct rt_settings *set;            /* the current snapshot (main thread's reference) */
+    struct rt_listen *listen;           /* owned */
+    size_t nlisten;
+    struct loop *main_loop;
+    struct rt_worker **workers;         /* owned */
+    unsigned nworkers;
+    struct rt_poller *poller;
+    struct rt_counters ctr;
+    /* limits fixed at start */
+    unsigned tcp_max;                   /* TCP connections per worker */
+    int64_t tcp_idle_ms;
+    size_t http_max_head;
+    struct metric *m_rrl_dropped, *m_rrl_slipped, *m_tcp_refused, *m_http[4];
+    _Atomic int64_t tcp_open;
+    int64_t poll_interval_ms, poll_timeout_ms;
+    unsigned poll_rise, poll_fall;
+    char load_metric[128];
+    int draining;
+};
+
+/* server.c: the DNS listeners of one worker, its ECS client and RRL. */
+struct rt_worker *rt__worker_create(struct router *rt, struct loop *l, struct rt_settings *s);
+int rt__worker_listen(struct rt_worker *w, const struct rt_listen *lc);
+void rt__worker_set(struct rt_worker *w, struct rt_settings *s); /* takes the reference */
+void rt__worker_drain(struct rt_worker *w);
+void rt__worker_destroy(struct rt_worker *w);
+struct rt_settings *rt__worker_settings(struct rt_worker *w);
+struct loop *rt__worker_loop(struct rt_worker *w);
+struct router *rt__worker_router(struct rt_worker *w);
+void **rt__worker_http_slot(struct rt_worker *w);
+void rt__http_close(struct rt_worker *w);
+
+/* http.c: the HTTP redirector's listener on a worker. */
+int rt__http_listen(struct rt_worker *w, const struct net_addr *a);
+/*
+ * Builds the redirect for a request (pure, for tests): host is the Host
+ * field, target the request target. Returns the status (302/307, 400, 404,
+ * 503) and writes the Location value into loc.
+ */
+int rt__redirect(const struct rt_settings *s, const char *host, size_t host_len, const char *target,
+                 size_t target_len, const struct rt_client *cl, char *loc, size_t loccap,
+                 struct rt_decision *d);
+
+/* poll.c: node health and load. */
+struct rt_poller *rt__poller_create(struct router *rt);
+void rt__poller_set(struct rt_poller *p, struct rt_settings *s);
+void rt__poller_destroy(struct rt_poller *p);
+
+#endif
