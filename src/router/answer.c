@@ -365,6 +365,8 @@ static int answer_static(struct ctx *x, const struct rt_name *nm, uint8_t *out, 
             struct rt_decision d;
             x->cl.path = x->has_path ? &x->path : NULL;
             rt__decide(x->s, nm->svc->set, &x->cl, 0, RT_DECIDE_NO_PEER, &d);
+            x->ecs_scope_set = 1;
+            x->ecs_scope = d.scope;
             if (d.node) {
                 const uint8_t *save = x->q.qname;
                 x->q.qname = owner;
@@ -445,8 +447,17 @@ static int answer_query(const struct rt_settings *s, const struct rt_counters *c
         x.has_path = 1;
     }
     x.ename = x.q.lname;
-    if (strip_path_label(&x, depth) < 0)
-        return answer_rcode(&x, out, cap, DNS_RC_NXDOMAIN, 1);
+    int stripped = strip_path_label(&x, depth);
+    if (stripped != 0) {
+        /* hand-off names are fp--PATH.SERVICE: anything else with the label does not exist */
+        const struct rt_name *svc = stripped > 0 ? rt__name_find(s, x.ename) : NULL;
+        if (svc == NULL || svc->svc == NULL || svc->zone != x.zone) {
+            if (begin(&x, out, cap, DNS_RC_NXDOMAIN, 1) < 0)
+                return 0;
+            add_soa(&x, DNS_SEC_NS);
+            return (int)finish(&x, DNS_RC_NXDOMAIN);
+        }
+    }
 
     if (x.zone->has_delegations) {
         for (const uint8_t *p = x.ename; p[0] && !dns_name_equal(p, x.zone->apex); p += 1 + p[0]) {

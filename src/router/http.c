@@ -142,10 +142,21 @@ int rt__redirect(const struct rt_settings *s, const char *host, size_t host_len,
         hl = (size_t)(colon - host);
     if (hl == 0 || hl >= sizeof(h))
         return 400;
-    memcpy(h, host, hl);
+    for (size_t i = 0; i < hl; i++) /* host names are case-insensitive: hash them so */
+        h[i] = (char)((host[i] >= 'A' && host[i] <= 'Z') ? host[i] + 32 : host[i]);
     h[hl] = 0;
     if (dns_name_from_text(lname, h) < 0)
         return 400;
+    /* absolute-form (RFC 9112 3.2.2): the authority was given in Host too; keep the path */
+    if (target_len > 8 && (strncasecmp(target, "http://", 7) == 0 || strncasecmp(target, "https://", 8) == 0)) {
+        size_t skip = target[4] == ':' ? 7 : 8;
+        const char *path = memchr(target + skip, '/', target_len - skip);
+        const char *q = memchr(target + skip, '?', target_len - skip);
+        if (path == NULL || (q && q < path))
+            return 400;
+        target_len -= (size_t)(path - target);
+        target = path;
+    }
     if (target_len == 0 || target[0] != '/')
         return 400;
     const struct rt_name *nm = rt__name_find(s, lname);
@@ -156,7 +167,8 @@ int rt__redirect(const struct rt_settings *s, const char *host, size_t host_len,
         size_t sl = slash ? (size_t)(slash - seg) : 0;
         if (slash == NULL || sl == 0 || sl >= sizeof(h))
             return 404;
-        memcpy(h, seg, sl);
+        for (size_t i = 0; i < sl; i++)
+            h[i] = (char)((seg[i] >= 'A' && seg[i] <= 'Z') ? seg[i] + 32 : seg[i]);
         h[sl] = 0;
         hl = sl;
         nm = dns_name_from_text(lname, h) < 0 ? NULL : rt__name_find(s, lname);
