@@ -33,6 +33,7 @@
 #define MAX_CNAME_CHAIN 8
 
 const char *const rt__type_names[8] = {"A", "AAAA", "NS", "SOA", "CNAME", "TXT", "ANY", "other"};
+const char *const rt__ecs_fail_names[5] = {"timeout", "overflow", "send_error", "bad_answer", "reload"};
 const char *const rt__rcode_names[6] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "REFUSED", "other"};
 
 int rt__type_index(uint16_t t)
@@ -488,11 +489,13 @@ int rt__answer(const struct rt_settings *s, const struct rt_counters *ctr, const
 int rt__answer_from_peer(const struct rt_settings *s, const struct rt_counters *ctr,
                          const uint8_t *pkt, size_t len, const struct net_addr *from, int tcp,
                          const struct rt_ecs_req *req, const uint8_t *resp, size_t resp_len,
-                         uint16_t resp_id, uint8_t *out, size_t outcap)
+                         uint16_t resp_id, enum rt_ecs_fail why, uint8_t *out, size_t outcap)
 {
     struct dns_response r;
     struct dns_rr rr;
     struct ctx x;
+    if (resp != NULL)
+        why = RT_EF_BAD_ANSWER;
     if (resp == NULL || dns_response_parse(&r, resp, resp_len, resp_id, req->qname, req->qtype) < 0 ||
         r.rcode != DNS_RC_NOERROR)
         goto fallback;
@@ -543,6 +546,6 @@ int rt__answer_from_peer(const struct rt_settings *s, const struct rt_counters *
 
 fallback:
     if (ctr)
-        metric_inc(ctr->ecs_failures);
+        metric_inc(ctr->ecs_failures[why]);
     return answer_query(s, ctr, pkt, len, from, tcp, out, outcap, NULL, 1);
 }

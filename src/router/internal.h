@@ -223,7 +223,7 @@ struct rt_counters {
     struct metric *loops;
     struct metric *truncated;
     struct metric *ecs_queries;
-    struct metric *ecs_failures;
+    struct metric *ecs_failures[5];     /* by enum rt_ecs_fail */
 };
 
 struct rt_ecs_req {                     /* filled when the answer is RT_ANSWER_ASYNC */
@@ -240,13 +240,18 @@ int rt__answer(const struct rt_settings *s, const struct rt_counters *ctr, const
                size_t len, const struct net_addr *from, int tcp, uint8_t *out, size_t outcap,
                struct rt_ecs_req *ecs);
 /*
- * Builds the answer to the query `pkt` once the peer answered (`resp`, may
- * be NULL on timeout: then the own-node fallback is answered).
+ * Builds the answer to the query `pkt` once the peer answered. When `resp`
+ * is NULL (the hand-off failed for `why`) or unusable, the own-node
+ * fallback is answered and the failure counted.
  */
+/* Why an ECS hand-off ended with our own node. */
+enum rt_ecs_fail { RT_EF_TIMEOUT = 0, RT_EF_OVERFLOW, RT_EF_SEND, RT_EF_BAD_ANSWER, RT_EF_RELOAD };
+extern const char *const rt__ecs_fail_names[5];
+
 int rt__answer_from_peer(const struct rt_settings *s, const struct rt_counters *ctr,
                          const uint8_t *pkt, size_t len, const struct net_addr *from, int tcp,
                          const struct rt_ecs_req *req, const uint8_t *resp, size_t resp_len,
-                         uint16_t resp_id, uint8_t *out, size_t outcap);
+                         uint16_t resp_id, enum rt_ecs_fail why, uint8_t *out, size_t outcap);
 int rt__type_index(uint16_t qtype);
 int rt__rcode_index(int rcode);
 extern const char *const rt__type_names[8];

@@ -236,8 +236,11 @@ static void make_counters(struct router *rt)
                                        "UDP answers truncated (TC) for size");
     rt->ctr.ecs_queries = metric_counter("ferry_router_ecs_queries_total", NULL,
                                          "Queries sent to peer routers for ECS hand-offs");
-    rt->ctr.ecs_failures = metric_counter("ferry_router_ecs_failures_total", NULL,
-                                          "ECS hand-offs answered with our own node (timeout, bad answer)");
+    for (int k = 0; k < 5; k++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", rt__ecs_fail_names[k]);
+        rt->ctr.ecs_failures[k] = metric_counter("ferry_router_ecs_failures_total", labels,
+                                                 "ECS hand-offs answered with our own node, by reason");
+    }
     rt->m_rrl_dropped = metric_counter("ferry_router_rrl_total", "action=\"dropped\"",
                                        "Responses held back by the rate limit");
     rt->m_rrl_slipped = metric_counter("ferry_router_rrl_total", "action=\"slipped\"",

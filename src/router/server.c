@@ -220,12 +220,13 @@ static void udp_reply(int fd, const uint8_t *r, size_t n, const struct net_addr 
 }
 
 /* Answers the client of p (from the peer's response, or the fallback) and frees p. */
-static void pend_answer(struct rt_worker *w, struct pending *p, const uint8_t *resp, size_t len)
+static void pend_answer(struct rt_worker *w, struct pending *p, const uint8_t *resp, size_t len,
+                        enum rt_ecs_fail why)
 {
     uint8_t out[TCP_MSG_MAX];
     int tcp = p->fd < 0;
     int n = rt__answer_from_peer(w->set, &w->rt->ctr, p->query, p->qlen, &p->client, tcp, &p->req,
-                                 resp, len, p->id, out, tcp ? sizeof(out) : RBUF);
+                                 resp, len, p->id, why, out, tcp ? sizeof(out) : RBUF);
     if (tcp) {
         struct tcp_conn *c = p->conn;
         if (n > 0 && !c->dead)
@@ -260,7 +261,7 @@ static void ecs_read_cb(struct loop_io *io, unsigned events)
         /* only the peer we asked may answer (RFC 5452 section 9.1) */
         if (fl != peer->len || memcmp(&from, &peer->ss, fl) != 0)
             continue;
-        pend_answer(w, p, buf, (size_t)n);
+        pend_answer(w, p, buf, (size_t)n, RT_EF_BAD_ANSWER);
     }
 }
 
@@ -288,7 +289,7 @@ static void ecs_start(struct rt_worker *w, const uint8_t *q, size_t qlen, const 
     if (p == NULL) {
         uint8_t out[TCP_MSG_MAX];
         int n = rt__answer_from_peer(w->set, &w->rt->ctr, q, qlen, client, fd < 0, req, NULL, 0, 0,
-                                     out, fd < 0 ? sizeof(out) : RBUF);
+                                     RT_EF_OVERFLOW, out, fd < 0 ? sizeof(out) : RBUF);
         if (n > 0 && fd >= 0)
             udp_reply(fd, out, (size_t)n, client);
         else if (n > 0)
@@ -310,7 +311,7 @@ static void ecs_start(struct rt_worker *w, const uint8_t *q, size_t qlen, const 
     int sfd = ecs_socket(w, peer->ss.ss_family);
     if (n < 0 || sfd < 0 ||
         sendto(sfd, msg, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)&peer->ss, peer->len) < 0)
-        pend_answer(w, p, NULL, 0);
+        pend_answer(w, p, NULL, 0, RT_EF_SEND);
 }
 
 /* UDP. */
@@ -558,7 +559,7 @@ static void tick_cb(struct loop_timer *t)
     int64_t now = loop_now_ms(w->loop);
     for (unsigned i = 0; w->pend && i < w->npend_cap && w->npend; i++)
         if (w->pend[i].used && w->pend[i].deadline_ms <= now)
-            pend_answer(w, &w->pend[i], NULL, 0);
+            pend_answer(w, &w->pend[i], NULL, 0, RT_EF_TIMEOUT);
     loop_timer_start(t, 50);
 }
 
@@ -619,7 +620,7 @@ void rt__worker_set(struct rt_worker *w, struct rt_settings *s)
     /* answers owed by a peer refer to the old snapshot's peers: settle them first */
     for (unsigned i = 0; w->pend && i < w->npend_cap && w->npend; i++)
         if (w->pend[i].used)
-            pend_answer(w, &w->pend[i], NULL, 0);
+            pend_answer(w, &w->pend[i], NULL, 0, RT_EF_RELOAD);
     rt__settings_unref(w->set);
     w->set = s;
 }
