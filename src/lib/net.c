@@ -111,20 +111,19 @@ static int sock_open(const struct net_addr *a, int type)
     return fd < 0 ? -errno : fd;
 }
 
-int net_listen_tcp(const struct net_addr *a, int backlog)
+/* Opens and binds a non-blocking socket; `shared` adds SO_REUSEPORT (one per worker). */
+static int sock_bind(const struct net_addr *a, int type, int shared)
 {
     int one = 1, err;
-    int fd = sock_open(a, SOCK_STREAM);
+    int fd = sock_open(a, type);
     if (fd < 0)
         return fd;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0))
         goto fail;
     if (a->ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
-        goto fail;
-    if (listen(fd, backlog) < 0)
         goto fail;
     return fd;
 fail:
@@ -133,21 +132,25 @@ fail:
     return err;
 }
 
+int net_listen_tcp(const struct net_addr *a, int backlog)
+{
+    int fd = sock_bind(a, SOCK_STREAM, 1);
+    if (fd >= 0 && listen(fd, backlog) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
 int net_bind_udp(const struct net_addr *a)
 {
-    int one = 1, err;
-    int fd = sock_open(a, SOCK_DGRAM);
-    if (fd < 0)
-        return fd;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-        goto fail;
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
-        goto fail;
-    return fd;
-fail:
-    err = -errno;
-    close(fd);
-    return err;
+    return sock_bind(a, SOCK_DGRAM, 0);
+}
+
+int net_bind_udp_shared(const struct net_addr *a)
+{
+    return sock_bind(a, SOCK_DGRAM, 1);
 }
 
 int net_connect_tcp(const struct net_addr *a)

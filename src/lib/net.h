@@ -32,8 +32,10 @@ int net_addr_port(const struct net_addr *a);
  * or -errno.
  */
 int net_listen_tcp(const struct net_addr *a, int backlog);
-/* Same for UDP. */
+/* A bound non-blocking UDP socket (SO_REUSEADDR only: one owner). */
 int net_bind_udp(const struct net_addr *a);
+/* The same with SO_REUSEPORT, so each worker thread can bind its own. */
+int net_bind_udp_shared(const struct net_addr *a);
 /*
  * Starts a non-blocking connect. Returns the fd (the connect may still be
  * in progress: wait for writability, then net_connect_result) or -errno.

@@ -371,26 +371,6 @@ static void udp_cb(struct loop_io *io, unsigned events)
     }
 }
 
-static int udp_open(const struct net_addr *a)
-{
-    int one = 1;
-    int fd = socket(a->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-        goto fail;
-    if (a->ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
-        goto fail;
-    return fd;
-fail:;
-    int err = -errno;
-    close(fd);
-    return err;
-}
-
 /* TCP (RFC 7766). */
 
 static void tcp_free_cb(void *arg)
@@ -584,7 +564,7 @@ int rt__worker_listen(struct rt_worker *w, const struct rt_listen *lc)
 {
     if (lc->http)
         return rt__http_listen(w, &lc->addr);
-    int fd = udp_open(&lc->addr);
+    int fd = net_bind_udp_shared(&lc->addr);
     if (fd < 0)
         return fd;
     struct udp_sock *u = xcalloc(1, sizeof(*u));
