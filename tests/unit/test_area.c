@@ -120,6 +120,18 @@ static void test_nested(void **state)
     area_table_free(t);
 }
 
+/* The example of docs/router.md, "ECS scope". */
+static void test_router_doc_example(void **state)
+{
+    struct area_builder *b = area_builder_new();
+    add_text(b, "10.0.0.0/8", 1);
+    add_text(b, "10.2.0.0/16", 2);
+    struct area_table *t = area_builder_finish(b);
+    assert_hit(t, "10.1.2.3", 1, 15, 8);
+    assert_hit(t, "10.2.2.3", 2, 16, 16);
+    area_table_free(t);
+}
+
 static void test_equal_values_merge(void **state)
 {
     struct area_builder *b = area_builder_new();
@@ -717,6 +729,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_nested),
+        cmocka_unit_test(test_router_doc_example),
         cmocka_unit_test(test_equal_values_merge),
         cmocka_unit_test(test_default_routes),
         cmocka_unit_test(test_hosts),
