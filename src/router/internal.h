@@ -114,6 +114,7 @@ struct rt_zone;
 /* An owner name in a zone. */
 struct rt_name {
     uint8_t name[DNS_MAX_NAME];         /* lowercased wire form */
+    uint8_t len;                        /* its length, root label included */
     struct rt_zone *zone;
     struct rt_rr *rrs;                  /* owned */
     struct rt_service *svc;             /* owned, or NULL */
@@ -183,6 +184,8 @@ struct rt_settings *rt__settings_create(struct conf *c, const struct conf_node *
 struct rt_settings *rt__settings_ref(struct rt_settings *s);
 void rt__settings_unref(struct rt_settings *s);
 const struct rt_name *rt__name_find(const struct rt_settings *s, const uint8_t *lname);
+/* The same when the caller knows the name's wire length (the hot path). */
+const struct rt_name *rt__name_find_len(const struct rt_settings *s, const uint8_t *lname, size_t len);
 const struct rt_zone *rt__zone_find(const struct rt_settings *s, const uint8_t *lname, int *depth);
 void rt__node_unref(struct rt_node *n);
 void rt__peer_unref(struct rt_peer *p);

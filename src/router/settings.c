@@ -47,7 +47,7 @@ static struct rt_name **slot_of(const struct rt_settings *s, const uint8_t *lnam
     size_t mask = s->names_cap - 1;
     for (size_t i = (size_t)name_hash(lname, len) & mask;; i = (i + 1) & mask) {
         struct rt_name *n = s->names[i];
-        if (n == NULL || (dns_name_len(n->name) == len && memcmp(n->name, lname, len) == 0))
+        if (n == NULL || (n->len == len && memcmp(n->name, lname, len) == 0))
             return &s->names[i];
     }
 }
@@ -55,6 +55,11 @@ static struct rt_name **slot_of(const struct rt_settings *s, const uint8_t *lnam
 const struct rt_name *rt__name_find(const struct rt_settings *s, const uint8_t *lname)
 {
     return *slot_of(s, lname, dns_name_len(lname));
+}
+
+const struct rt_name *rt__name_find_len(const struct rt_settings *s, const uint8_t *lname, size_t len)
+{
+    return *slot_of(s, lname, len);
 }
 
 static void names_grow(struct rt_settings *s)
@@ -65,7 +70,7 @@ static void names_grow(struct rt_settings *s)
     s->names = xcalloc(s->names_cap, sizeof(*s->names));
     for (size_t i = 0; i < oldcap; i++)
         if (old[i])
-            *slot_of(s, old[i]->name, dns_name_len(old[i]->name)) = old[i];
+            *slot_of(s, old[i]->name, old[i]->len) = old[i];
     free(old);
 }
 
@@ -80,6 +85,7 @@ static struct rt_name *name_get(struct rt_settings *s, struct rt_zone *z, const 
         return *slot;
     struct rt_name *n = xcalloc(1, sizeof(*n));
     memcpy(n->name, lname, len);
+    n->len = (uint8_t)len;
     n->zone = z;
     *slot = n;
     s->nnames++;
@@ -91,8 +97,9 @@ static struct rt_name *name_get(struct rt_settings *s, struct rt_zone *z, const 
 const struct rt_zone *rt__zone_find(const struct rt_settings *s, const uint8_t *lname, int *depth)
 {
     int d = 0;
-    for (const uint8_t *p = lname;; p += 1 + p[0], d++) {
-        const struct rt_name *n = rt__name_find(s, p);
+    size_t len = dns_name_len(lname);
+    for (const uint8_t *p = lname; len; len -= 1u + p[0], p += 1 + p[0], d++) {
+        const struct rt_name *n = *slot_of(s, p, len);
         if (n && n->zone->apex_name == n) {
             if (depth)
                 *depth = d;
@@ -101,6 +108,7 @@ const struct rt_zone *rt__zone_find(const struct rt_settings *s, const uint8_t *
         if (p[0] == 0)
             return NULL;
     }
+    return NULL;
 }
 
 /* Nodes and peers. */
