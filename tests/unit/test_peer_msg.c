@@ -319,13 +319,16 @@ static size_t raw_update(uint8_t *m, const uint8_t *wd, size_t wl, const uint8_t
     p[0] = p[1] = 0;
     p[2] = (uint8_t)(wl >> 8);
     p[3] = (uint8_t)wl;
-    memcpy(p + 4, wd, wl);
+    if (wl)
+        memcpy(p + 4, wd, wl);
     p += 4 + wl;
     p[0] = p[1] = 0;
     p[2] = (uint8_t)(al >> 8);
     p[3] = (uint8_t)al;
-    memcpy(p + 4, at, al);
-    memcpy(p + 4 + al, an, anl);
+    if (al)
+        memcpy(p + 4, at, al);
+    if (anl)
+        memcpy(p + 4 + al, an, anl);
     return len;
 }
 
