@@ -133,9 +133,7 @@ def test_health_load_sets_api_and_metrics(tmp_path, procs):
     wait_for(lambda: answered() == ("192.0.2.1",), 3, "a1 to win on load")
     # a1 stops being ready: within a poll interval the router answers a2.
     s1.ready = False
-    t0 = time.monotonic()
     wait_for(lambda: answered() == ("192.0.2.2",), 1.5, "a2 after a1's /readyz went 503")
-    assert time.monotonic() - t0 < 1.5 * SLOW
     n1 = node("a1")
     assert n1["up"] is False and n1["last_error"] == "/readyz is not 200", n1
     own_before = r.metric("ferry_router_decisions_total", 'reason="own"')
@@ -144,9 +142,7 @@ def test_health_load_sets_api_and_metrics(tmp_path, procs):
     assert r.metric("ferry_router_decisions_total", 'reason="own"') == own_before + len(subnets)
     # Back: a1 is answered again.
     s1.ready = True
-    t0 = time.monotonic()
     wait_for(lambda: answered() == ("192.0.2.1",), 1.5, "a1 back")
-    assert time.monotonic() - t0 < 1.5 * SLOW
     # Both down: the fallback is the best node that is up anywhere, v1.
     s1.ready = s2.ready = False
     wait_for(lambda: not node("a1")["up"] and not node("a2")["up"], 3, "both down")
@@ -414,9 +410,8 @@ def test_ecs_handoff(tmp_path, procs):
     alpha = start_router(tmp_path, procs, "alpha", alpha_body(
         f"handoff ecs; ecs_server {beta.addr}:{PORT}; ecs_zone {BETA_ZONE};", "    area 127.0.0.0/8 beta;"))
     for tcp in (False, True):
-        t0 = time.monotonic()
         resp = query(alpha.addr, WWW, ecs=("20.1.2.0", 24), tcp=tcp)
-        assert time.monotonic() - t0 < 1.0 * SLOW
+        assert alpha.metric("ferry_router_ecs_failures_total") == 0  # beta answered; no timeout
         assert resp.rcode() == dns.rcode.NOERROR and resp.flags & dns.flags.AA
         assert addrs(resp) == ["192.0.2.101"] and resp.answer[0].name.to_text() == f"{WWW}."
         assert not [r for r in resp.answer if r.rdtype == dns.rdatatype.CNAME]
@@ -550,9 +545,7 @@ def test_ecs_loop_ends(tmp_path, procs):
     alpha, beta = loop_pair(tmp_path, procs, "ecs")
     # alpha asks beta, which would ask alpha: alpha is on the path, so beta
     # answers its own node and alpha passes it on. No timeout, no recursion.
-    t0 = time.monotonic()
     resp = query(alpha.addr, WWW, ecs=("20.1.2.0", 24))
-    assert time.monotonic() - t0 < 1.0 * SLOW
     assert resp.rcode() == dns.rcode.NOERROR and addrs(resp) == ["192.0.2.101"]
     assert beta.metric("ferry_router_loops_prevented_total") == 1
     assert alpha.metric("ferry_router_loops_prevented_total") == 0
@@ -560,10 +553,9 @@ def test_ecs_loop_ends(tmp_path, procs):
     assert beta.metric("ferry_router_ecs_queries_total") == 0
     assert alpha.metric("ferry_router_ecs_failures_total") == 0
     # And the other way round, over TCP.
-    t0 = time.monotonic()
     resp = query(beta.addr, f"www.{BETA_ZONE}", ecs=("20.1.2.0", 24), tcp=True)
-    assert time.monotonic() - t0 < 1.0 * SLOW
     assert addrs(resp) == ["192.0.2.1"]
+    assert beta.metric("ferry_router_ecs_failures_total") == 0
     assert alpha.metric("ferry_router_loops_prevented_total") == 1
     assert beta.metric("ferry_router_ecs_queries_total") == 1
     assert beta.metric("ferry_router_ecs_failures_total") == 0
