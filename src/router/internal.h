@@ -293,7 +293,10 @@ struct router {
     int64_t poll_interval_ms, poll_timeout_ms;
     unsigned poll_rise, poll_fall;
     char load_metric[128];
-    int draining;
+    _Atomic int draining;               /* set by the main thread, read by workers */
+    _Atomic unsigned drain_left;        /* workers that have not closed their listeners yet */
+    void (*drain_done)(void *arg);
+    void *drain_arg;
 };
 
 /* server.c: the DNS listeners of one worker, its ECS client and RRL. */

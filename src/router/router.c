@@ -486,17 +486,29 @@ static int router_reload(void *inst, void *fresh_inst, struct conf *c)
 
 static void drain_worker(void *arg)
 {
-    rt__worker_drain(arg);
+    struct rt_worker *w = arg;
+    struct router *rt = rt__worker_router(w);
+    rt__worker_drain(w);
+    /* the last worker tells ferryd: only then may it stop the loops, so no
+     * posted drain is left to run after the workers are gone */
+    if (atomic_fetch_sub(&rt->drain_left, 1) == 1)
+        loop_post(rt->main_loop, rt->drain_done, rt->drain_arg);
 }
 
 static void router_drain(void *inst, void (*done)(void *), void *arg)
 {
     struct router *rt = inst;
-    rt->draining = 1;
+    atomic_store(&rt->draining, 1);
+    rt->drain_done = done;
+    rt->drain_arg = arg;
+    atomic_store(&rt->drain_left, rt->nworkers);
+    if (rt->nworkers == 0) {
+        loop_post(rt->main_loop, done, arg);
+        return;
+    }
+    /* DNS has no long requests: answers owed by peers end within ecs_timeout */
     for (unsigned i = 0; i < rt->nworkers; i++)
         loop_post(rt__worker_loop(rt->workers[i]), drain_worker, rt->workers[i]);
-    /* DNS has no long requests: answers owed by peers end within ecs_timeout */
-    loop_post(rt->main_loop, done, arg);
 }
 
 static void router_destroy(void *inst)

@@ -503,7 +503,7 @@ static void tcp_accept_cb(struct loop_io *io, unsigned events)
         int fd = accept4(io->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        if (w->nconns >= w->rt->tcp_max || w->rt->draining) {
+        if (w->nconns >= w->rt->tcp_max || atomic_load_explicit(&w->rt->draining, memory_order_relaxed)) {
             metric_inc(w->rt->m_tcp_refused);
             close(fd);
             continue;
