@@ -38,14 +38,23 @@ def router_conf(addr, body, cdn="alpha", http=False):
     return f"log_level debug;\nrouter {{\n    cdn {cdn};\n    listen {addr}:{PORT};\n{listen_http}{body}\n}}\n"
 
 
-def start_router(tmp_path, procs, name, body, addr=None, cdn="alpha", http=False):
-    """A ferryd with only the router role, DNS on addr:5300, admin on addr:9000."""
+def start_router(tmp_path, procs, name, body, addr=None, cdn="alpha", http=False, tcp_probe=True):
+    """A ferryd with only the router role, DNS on addr:5300, admin on addr:9000.
+    tcp_probe=False waits without connecting to the DNS TCP port (for tests that
+    count DNS connections): the admin port, then a UDP query."""
     addr = addr or fresh_addr()
     f = Ferryd(str(tmp_path), name, router_conf(addr, body, cdn, http), admin_addr=f"{addr}:9000")
     f.addr = addr
     procs.append(f)
-    waits = [(addr, PORT), (addr, 9000)] + ([(addr, 8080)] if http else [])
+    waits = ([(addr, PORT)] if tcp_probe else []) + [(addr, 9000)] + ([(addr, 8080)] if http else [])
     f.start(waits)
+    if not tcp_probe:
+        def answers():
+            try:
+                return query(addr, ZONE, "SOA", timeout=0.5).rcode() == dns.rcode.NOERROR
+            except Exception:
+                return False
+        wait_for(answers, 10, f"{name} answering over UDP")
     return f
 
 
@@ -426,7 +435,7 @@ def tcp_read_msg(s):
 
 def test_tcp_pipelining(tmp_path, procs):
     addr = fresh_addr()
-    r = start_router(tmp_path, procs, "router", zone_body(addr), addr=addr)
+    r = start_router(tmp_path, procs, "router", zone_body(addr), addr=addr, tcp_probe=False)
     qs = []
     for i, (name, ecs) in enumerate([(WWW, "10.1.0.0"), (WWW, "10.2.0.0"), (f"info.{ZONE}", None)]):
         q = dns.message.make_query(name, "TXT" if ecs is None else "A", use_edns=0,
@@ -503,8 +512,8 @@ def test_tcp_limits_and_response_rate_limit(tmp_path, procs):
     tcp_idle_timeout 10m;
     rrl_rate 5;
     rrl_slip 2;
-""", addr=addr)
-    wait_for(lambda: api(r)["tcp_connections"] == 0, 5, "the readiness probes closed")
+""", addr=addr, tcp_probe=False)
+    assert api(r)["tcp_connections"] == 0
     held = [socket.create_connection((addr, PORT), timeout=5 * SLOW) for _ in range(2)]
     wait_for(lambda: api(r)["tcp_connections"] == 2, 5, "two connections held")
     extra = socket.create_connection((addr, PORT), timeout=5 * SLOW)
