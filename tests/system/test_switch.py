@@ -303,21 +303,25 @@ def test_garbage_and_slow_clients(tmp_path, procs, nginx_factory, pki):
         s = socket.create_connection((node.addr, 8443))
         s.sendall(bytes([0x16, 0x03]))  # a record header that never completes
         slow.append(s)
-    t0 = time.monotonic()
     # Others are served while the slow ones wait.
     assert node.get(fresh_addr())[0] == 200
-    assert time.monotonic() - t0 < 1.0 * SLOW + 0.5
-    assert closed_within(node.addr, 8443, REQ, 5) < 0.5 * SLOW          # plain HTTP on the TLS port
-    assert closed_within(node.addr, 8443, b"\xde\xad\xbe\xef" * 16, 5) < 0.5 * SLOW
-    assert closed_within(node.addr, 8443, bytes([0x16, 0x03, 0x01, 0x00, 0x00]), 5) < 0.5 * SLOW  # empty record
-    assert closed_within(node.addr, 8443, client_hello_header(60000), 5) < 0.5 * SLOW  # over hello_max_size
-    assert closed_within(node.addr, 8443, b"\x80\x2e\x01\x03\x01", 5) < 0.5 * SLOW  # SSLv2-compatible hello
+    # Bad first bytes are refused for what they are, not left to the hello timeout:
+    # each shows up under its own reason (checked by counters, not clocks).
+    for data, reason in ((REQ, "not_tls"),                                   # plain HTTP on the TLS port
+                         (b"\xde\xad\xbe\xef" * 16, "not_tls"),
+                         (bytes([0x16, 0x03, 0x01, 0x00, 0x00]), "malformed"),  # empty record
+                         (client_hello_header(60000), "too_large"),          # over hello_max_size
+                         (b"\x80\x2e\x01\x03\x01", "not_tls")):           # SSLv2-compatible hello
+        before = node.api()["rejected"]
+        closed_within(node.addr, 8443, data, 5)
+        after = node.api()["rejected"]
+        assert after[reason] == before[reason] + 1, (data, after)
     for s in slow:
         s.settimeout(5 * SLOW)
         assert s.recv(10) == b""
         s.close()
     dt = closed_within(node.addr, 8443, bytes([0x16, 0x03, 0x01, 0x00]), 5)
-    assert 0.8 <= dt < 3 * SLOW
+    assert dt >= 0.8  # the hello timeout, not at once (no upper bound: no timing tests)
     rej = node.api()["rejected"]
     assert rej["not_tls"] >= 3 and rej["malformed"] >= 1 and rej["too_large"] >= 1, rej
     assert rej["timeout"] >= 21, rej
@@ -330,12 +334,30 @@ def test_connection_limit_and_idle_timeout(tmp_path, procs, nginx_factory, pki):
                 switch_extra="max_connections 3; hello_timeout 30s; idle_timeout 500ms;")
     # hello_timeout is long so that the three held connections (which never
     # send a ClientHello) outlive a slow, sanitized run; the limit is what is tested.
-    # The readiness probes of the start may still be open.
-    wait_for(lambda: node.api()["active_connections"] == 0, 5, "no connection left")
+    # A readiness probe of the start can still sit in the accept queue and take a
+    # slot when it is accepted: hold three connections of our own that the switch
+    # kept (not refused at accept), replacing any it refused.
+    def still_open(s):
+        s.setblocking(False)
+        try:
+            return s.recv(1) != b""
+        except BlockingIOError:
+            return True
+        finally:
+            s.setblocking(True)
+
     held = [socket.create_connection((node.addr, 8443)) for _ in range(3)]
-    wait_for(lambda: node.api()["active_connections"] == 3, 5, "3 connections held")
-    assert closed_within(node.addr, 8443, b"", 5) < 0.5 * SLOW
-    assert node.api()["rejected"]["limit"] >= 1
+
+    def three_held():
+        for i, s in enumerate(held):
+            if not still_open(s):
+                s.close()
+                held[i] = socket.create_connection((node.addr, 8443))
+        return node.api()["active_connections"] == 3 and all(still_open(s) for s in held)
+    wait_for(three_held, 10, "3 connections held")
+    limit_before = node.api()["rejected"]["limit"]
+    closed_within(node.addr, 8443, b"", 5)  # closed at accept: it fails if the switch kept it
+    assert node.api()["rejected"]["limit"] == limit_before + 1
     for s in held:
         s.close()
     wait_for(lambda: node.api()["active_connections"] == 0, 5, "held connections closed")
@@ -343,7 +365,7 @@ def test_connection_limit_and_idle_timeout(tmp_path, procs, nginx_factory, pki):
     # Plain HTTP with a hash policy connects at once; a client that then says
     # nothing is closed by the switch's idle timeout (the cache would wait 10 s).
     dt = closed_within(node.addr, 8080, b"", 8)
-    assert 0.4 <= dt < 3 * SLOW
+    assert dt >= 0.4  # not at once (no upper bound: tests do not assert on timing)
 
 
 def test_plain_http_url_affinity_and_proxy_protocol(tmp_path, procs, nginx_factory, pki):
