@@ -175,6 +175,28 @@ static int cmd_route(struct ctl *ctl, int argc, char **argv)
     return rc;
 }
 
+static int cmd_peers(struct ctl *ctl, int argc, char **argv)
+{
+    int json = argc == 1 && strcmp(argv[0], "--json") == 0;
+    if (argc == 1 && !json)
+        return 2;
+    return request(ctl, "GET", json ? "/api/v1/peers" : "/api/v1/peers?format=text");
+}
+
+static int cmd_routes(struct ctl *ctl, int argc, char **argv)
+{
+    int json = argc >= 1 && strcmp(argv[0], "--json") == 0;
+    const char *dest = argc > json ? argv[json] : NULL;
+    if (argc > json + 1)
+        return 2;
+    char *d = dest ? qenc(dest) : NULL;
+    char *path = xasprintf("/api/v1/routes?%s%s%s", json ? "" : "format=text", d ? "&dest=" : "", d ? d : "");
+    int rc = request(ctl, "GET", path);
+    free(d);
+    free(path);
+    return rc;
+}
+
 static int cmd_metrics(struct ctl *ctl, int argc, char **argv)
 {
     return request(ctl, "GET", "/metrics");
@@ -227,6 +249,8 @@ static const struct cmd cmds[] = {
     {"switch", "", "switch backends (health, connections, resumptions), policy steps, sticky table", 0, 0, cmd_switch},
     {"router", "", "a router's nodes (health, load, answers), peers, areas, decisions by reason", 0, 0, cmd_router},
     {"route", "ADDR [NAME]", "the router's decision for a client address (and service name), with its reason", 1, 2, cmd_route},
+    {"peers", "[--json]", "a peer speaker's sessions with other CDNs: state, routes, last error", 0, 1, cmd_peers},
+    {"routes", "[--json] [PREFIX|ADDR|PUBLISHER|URI]", "the peering RIB: every candidate route, the best first, and why it won", 0, 2, cmd_routes},
     {"health", "", "liveness (/healthz)", 0, 0, cmd_health},
     {"reload", "", "reload the configuration (a bad one is refused)", 0, 0, cmd_reload},
     {"purge", "[--prefix] URL", "flush cached objects by URL or URL prefix", 1, 2, cmd_purge},

@@ -32,6 +32,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/role.h"
+#include "peer/peer.h"
 #include "router/router.h"
 #include "lib/util.h"
 #include "origin/origin.h"
@@ -64,10 +65,12 @@ static const struct conf_opt top_opts[] = {
      .help = "The switch role: routes TLS connections to the cache holding their session."},
     {.name = "router", .type = CONF_BLOCK, .block = router_opts,
      .help = "The router role: authoritative DNS and HTTP redirects to a node or a peer CDN."},
+    {.name = "peer", .type = CONF_BLOCK, .block = peer_opts,
+     .help = "The peer role: this CDN's speaker of the peering protocol with other CDNs."},
     {0},
 };
 
-static const struct role_ops *const roles[] = {&origin_role, &cache_role, &switch_role, &router_role};
+static const struct role_ops *const roles[] = {&origin_role, &cache_role, &switch_role, &router_role, &peer_role};
 
 struct running {
     struct conf *conf;
@@ -148,7 +151,7 @@ static int load(const char *path, struct running *out, int to_log)
             out->inst[i] = roles[i]->create(c, b);
         }
         if (nroles == 0)
-            conf_error(c, NULL, "%s: no role configured (add a cache, origin, switch or router block)", path);
+            conf_error(c, NULL, "%s: no role configured (add a cache, origin, switch, router or peer block)", path);
     }
     if (c->nerrors == 0)
         return 0;

@@ -482,20 +482,9 @@ struct disk {
     struct disk_stats stats;
 };
 
-static uint64_t mix64(uint64_t h)
-{
-    /* The splitmix64 finaliser: every input bit reaches every output bit. */
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebull;
-    h ^= h >> 31;
-    return h;
-}
-
 static uint64_t key_hash(const struct disk *d, const char *key, size_t len)
 {
-    return mix64(hash_fnv1a(key, len) ^ d->seed);
+    return hash_mix64(hash_fnv1a(key, len) ^ d->seed);
 }
 
 /* An object's secondary key length as stored: none without Vary. */
@@ -507,7 +496,7 @@ static size_t obj_vkey_len(const struct cobj *o)
 /* A fresh id for a variant: its subdirectory from key and vkey, then the counter. */
 static uint64_t new_id(struct disk *d, const struct cobj *o)
 {
-    uint64_t h = mix64(key_hash(d, o->key, o->key_len) ^
+    uint64_t h = hash_mix64(key_hash(d, o->key, o->key_len) ^
                        hash_fnv1a(o->vkey ? o->vkey : "", obj_vkey_len(o)));
     uint64_t seq = d->next_seq++;
     return (h & ~DISK_SEQ_MASK) | seq;
@@ -599,7 +588,7 @@ static int key_match(const char *k, size_t klen, const char *key, size_t len, in
 
 static struct dent *id_find(const struct disk *d, uint64_t id)
 {
-    struct dent *e = d->ib[mix64(id) & (d->nib - 1)];
+    struct dent *e = d->ib[hash_mix64(id) & (d->nib - 1)];
     while (e && e->id != id)
         e = e->inext;
     return e;
@@ -620,8 +609,8 @@ static void grow(struct disk *d)
         }
         for (struct dent *e = d->ib[i], *next; e; e = next) {
             next = e->inext;
-            e->inext = ib[mix64(e->id) & (n - 1)];
-            ib[mix64(e->id) & (n - 1)] = e;
+            e->inext = ib[hash_mix64(e->id) & (n - 1)];
+            ib[hash_mix64(e->id) & (n - 1)] = e;
         }
     }
     free(d->kb);
@@ -641,7 +630,7 @@ static void index_add(struct disk *d, struct dent *e)
     kp = &d->kb[e->hash & (d->nkb - 1)];
     e->hnext = *kp;
     *kp = e;
-    ip = &d->ib[mix64(e->id) & (d->nib - 1)];
+    ip = &d->ib[hash_mix64(e->id) & (d->nib - 1)];
     e->inext = *ip;
     *ip = e;
     e->ev.key_hash = e->hash;
@@ -656,7 +645,7 @@ static void index_del(struct disk *d, struct dent *e)
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    pp = &d->ib[mix64(e->id) & (d->nib - 1)];
+    pp = &d->ib[hash_mix64(e->id) & (d->nib - 1)];
     while (*pp != e)
         pp = &(*pp)->inext;
     *pp = e->inext;

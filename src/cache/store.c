@@ -35,14 +35,8 @@ struct store {
 
 static uint64_t key_hash(const struct store *s, const char *key, size_t len)
 {
-    uint64_t h = hash_fnv1a(key, len) ^ s->seed;
-    /* A final avalanche (from splitmix64) spreads the seed over all bits. */
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebull;
-    h ^= h >> 31;
-    return h;
+    /* a final avalanche spreads the seed over all bits */
+    return hash_mix64(hash_fnv1a(key, len) ^ s->seed);
 }
 
 struct cbody *cbody_create(size_t len)

@@ -45,4 +45,15 @@ void mem_wipe(void *p, size_t n);
 /* 64-bit FNV-1a; not for keys an attacker picks (use hash_keyed there). */
 uint64_t hash_fnv1a(const void *p, size_t n);
 
+/* The splitmix64 finaliser: every input bit reaches every output bit (seeded tables). */
+static inline uint64_t hash_mix64(uint64_t h)
+{
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    return h;
+}
+
 #endif

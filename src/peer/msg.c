@@ -410,6 +410,8 @@ static int attrs_decode(const uint8_t *blk, size_t len, struct peer_attrs *a, st
         case PEER_ATTR_METRICS:
             if (vl % 6)
                 return fail(err, PEER_ERR_UPDATE, PEER_SUB_ATTR_LENGTH, "METRICS length");
+            if (!a->has_metrics)
+                a->load = a->capacity = a->cost = UINT32_MAX; /* an id not sent is absent, not 0 */
             a->has_metrics = 1;
             for (unsigned i = 0; i < vl; i += 6) {
                 uint32_t val = get32(v + i + 2);
@@ -580,14 +582,19 @@ int peer_update_attrs(struct peer_update_writer *w, const char *const *path, uns
     }
     put_attr(w->out, 0, PEER_ATTR_HANDOFF, hb, (uint16_t)off);
     if (m && m->has_metrics) {
+        /* only the metrics we have: UINT32_MAX means absent */
         uint8_t mb[18];
-        put16(mb, PEER_METRIC_LOAD);
-        put32(mb + 2, m->load);
-        put16(mb + 6, PEER_METRIC_CAPACITY);
-        put32(mb + 8, m->capacity);
-        put16(mb + 12, PEER_METRIC_COST);
-        put32(mb + 14, m->cost);
-        put_attr(w->out, PEER_AF_OPTIONAL | PEER_AF_TRANSITIVE, PEER_ATTR_METRICS, mb, sizeof(mb));
+        size_t ml = 0;
+        const uint32_t vals[3] = {m->load, m->capacity, m->cost};
+        for (unsigned i = 0; i < 3; i++) {
+            if (vals[i] == UINT32_MAX)
+                continue;
+            put16(mb + ml, (uint16_t)(PEER_METRIC_LOAD + i));
+            put32(mb + ml + 2, vals[i]);
+            ml += 6;
+        }
+        if (ml)
+            put_attr(w->out, PEER_AF_OPTIONAL | PEER_AF_TRANSITIVE, PEER_ATTR_METRICS, mb, (uint16_t)ml);
     }
     if (m && m->content_types != PEER_CT_STATIC)
         put_attr(w->out, 0, PEER_ATTR_CONTENT_TYPES, &m->content_types, 1);

@@ -72,6 +72,7 @@ struct ctx {
     struct dns_path path;            /* the request's path: option and label merged */
     int has_path;
     struct rt_client cl;
+    struct rt_content content;       /* the service decided for (cl.content points here) */
     int ecs_scope_set;
     unsigned ecs_scope;
 };
@@ -224,6 +225,8 @@ static int answer_service(struct ctx *x, const struct rt_name *nm, uint8_t *out,
     const struct rt_service *svc = nm->svc;
     struct rt_decision d;
     x->cl.path = x->has_path ? &x->path : NULL;
+    x->content = (struct rt_content){.lname = nm->name};
+    x->cl.content = &x->content;
     rt__decide(x->s, svc->set, &x->cl, 0, no_handoff ? RT_DECIDE_NO_PEER : 0, &d);
     x->ecs_scope_set = 1;
     x->ecs_scope = d.scope;
@@ -365,6 +368,8 @@ static int answer_static(struct ctx *x, const struct rt_name *nm, uint8_t *out, 
             /* the decision for a service behind a CNAME: its addresses */
             struct rt_decision d;
             x->cl.path = x->has_path ? &x->path : NULL;
+            x->content = (struct rt_content){.lname = nm->name};
+            x->cl.content = &x->content;
             rt__decide(x->s, nm->svc->set, &x->cl, 0, RT_DECIDE_NO_PEER, &d);
             x->ecs_scope_set = 1;
             x->ecs_scope = d.scope;

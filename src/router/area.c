@@ -781,18 +781,9 @@ static unsigned scope_of(uint64_t info, unsigned cpl_s, unsigned cpl_e)
     return s;
 }
 
-uint32_t area_lookup4(const struct area_table *t, const uint8_t addr4[4], unsigned *scope,
-                      unsigned *plen)
+/* The range of the v4 table holding k (the last start <= k). */
+static size_t find4(const struct fam_table *ft, uint32_t k)
 {
-    if (t == NULL) {
-        if (scope)
-            *scope = 0;
-        if (plen)
-            *plen = 0;
-        return AREA_NONE;
-    }
-    const struct fam_table *ft = &t->v4;
-    uint32_t k = load4(addr4);
     size_t lo, hi;
     /* Below the indexed slice is the gap before the first prefix, above
      * it the gap after the last. */
@@ -822,28 +813,11 @@ uint32_t area_lookup4(const struct area_table *t, const uint8_t addr4[4], unsign
         lo = keys[lo + half] <= k ? lo + half : lo;
         n -= half;
     }
-    uint64_t info = ft->info[lo];
-    if (plen)
-        *plen = (unsigned)(info >> INFO_PLEN_SHIFT) & 0xff;
-    if (scope) {
-        uint32_t end = lo + 1 < ft->nranges ? keys[lo + 1] - 1 : UINT32_MAX;
-        *scope = scope_of(info, cpl32(keys[lo], k), cpl32(k, end));
-    }
-    return (uint32_t)info;
+    return lo;
 }
 
-uint32_t area_lookup6(const struct area_table *t, const uint8_t addr6[16], unsigned *scope,
-                      unsigned *plen)
+static size_t find6(const struct fam_table *ft, unsigned __int128 k)
 {
-    if (t == NULL) {
-        if (scope)
-            *scope = 0;
-        if (plen)
-            *plen = 0;
-        return AREA_NONE;
-    }
-    const struct fam_table *ft = &t->v6;
-    unsigned __int128 k = load6(addr6);
     size_t lo, hi;
     if (k < ft->base_lo) {
         lo = hi = 0;
@@ -870,14 +844,115 @@ uint32_t area_lookup6(const struct area_table *t, const uint8_t addr6[16], unsig
         lo = keys[lo + half] <= k ? lo + half : lo;
         n -= half;
     }
+    return lo;
+}
+
+/*
+ * The strict scope of k inside range i: the block k/L lies inside the
+ * range [s, e] exactly when it holds neither s-1 nor e+1, so the scope is
+ * max(cpl(k, s-1), cpl(k, e+1)) + 1, leaving out a side at the end of the
+ * space. Ranges cover the space from address 0, so range 0 starts there.
+ */
+static unsigned strict_scope4(const struct fam_table *ft, size_t i, uint32_t k)
+{
+    unsigned s = 0;
+    if (i > 0)
+        s = cpl32(k, ft->keys4[i] - 1) + 1;
+    if (i + 1 < ft->nranges) {
+        unsigned s2 = cpl32(k, ft->keys4[i + 1]) + 1;
+        if (s2 > s)
+            s = s2;
+    }
+    return s;
+}
+
+static unsigned strict_scope6(const struct fam_table *ft, size_t i, unsigned __int128 k)
+{
+    unsigned s = 0;
+    if (i > 0)
+        s = cpl128(128, k, ft->keys6[i] - 1) + 1;
+    if (i + 1 < ft->nranges) {
+        unsigned s2 = cpl128(128, k, ft->keys6[i + 1]) + 1;
+        if (s2 > s)
+            s = s2;
+    }
+    return s;
+}
+
+static uint32_t lookup4(const struct area_table *t, const uint8_t addr4[4], unsigned *scope,
+                        unsigned *plen, int strict)
+{
+    if (t == NULL) {
+        if (scope)
+            *scope = 0;
+        if (plen)
+            *plen = 0;
+        return AREA_NONE;
+    }
+    const struct fam_table *ft = &t->v4;
+    uint32_t k = load4(addr4);
+    size_t lo = find4(ft, k);
     uint64_t info = ft->info[lo];
     if (plen)
         *plen = (unsigned)(info >> INFO_PLEN_SHIFT) & 0xff;
-    if (scope) {
+    if (scope && strict) {
+        *scope = strict_scope4(ft, lo, k);
+    } else if (scope) {
+        const uint32_t *keys = ft->keys4;
+        uint32_t end = lo + 1 < ft->nranges ? keys[lo + 1] - 1 : UINT32_MAX;
+        *scope = scope_of(info, cpl32(keys[lo], k), cpl32(k, end));
+    }
+    return (uint32_t)info;
+}
+
+static uint32_t lookup6(const struct area_table *t, const uint8_t addr6[16], unsigned *scope,
+                        unsigned *plen, int strict)
+{
+    if (t == NULL) {
+        if (scope)
+            *scope = 0;
+        if (plen)
+            *plen = 0;
+        return AREA_NONE;
+    }
+    const struct fam_table *ft = &t->v6;
+    unsigned __int128 k = load6(addr6);
+    size_t lo = find6(ft, k);
+    uint64_t info = ft->info[lo];
+    if (plen)
+        *plen = (unsigned)(info >> INFO_PLEN_SHIFT) & 0xff;
+    if (scope && strict) {
+        *scope = strict_scope6(ft, lo, k);
+    } else if (scope) {
+        const unsigned __int128 *keys = ft->keys6;
         unsigned __int128 end = lo + 1 < ft->nranges ? keys[lo + 1] - 1 : ~(unsigned __int128)0;
         *scope = scope_of(info, cpl128(128, keys[lo], k), cpl128(128, k, end));
     }
     return (uint32_t)info;
+}
+
+uint32_t area_lookup4(const struct area_table *t, const uint8_t addr4[4], unsigned *scope,
+                      unsigned *plen)
+{
+    return lookup4(t, addr4, scope, plen, 0);
+}
+
+uint32_t area_lookup6(const struct area_table *t, const uint8_t addr6[16], unsigned *scope,
+                      unsigned *plen)
+{
+    return lookup6(t, addr6, scope, plen, 0);
+}
+
+uint32_t area_lookup4_strict(const struct area_table *t, const uint8_t addr4[4], unsigned *scope,
+                             unsigned *plen)
+{
+    return lookup4(t, addr4, scope, plen, 1);
+}
+
+uint32_t area_lookup6_strict(const struct area_table *t, const uint8_t addr6[16], unsigned *scope,
+                             unsigned *plen)
+{
+    return lookup6(t, addr6, scope, plen, 1);
 }
 
 /* ---- text ---- */

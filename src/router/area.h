@@ -62,6 +62,19 @@ uint32_t area_lookup4(const struct area_table *t, const uint8_t addr4[4], unsign
 uint32_t area_lookup6(const struct area_table *t, const uint8_t addr6[16], unsigned *scope,
                       unsigned *plen);
 
+/*
+ * The same lookups with a strict scope: the shortest prefix of the address
+ * inside which every address gets the same value and the same matched
+ * prefix length. It is never shorter than the scope above (which only
+ * keeps the value). A caller that compares matched lengths across tables
+ * (the router's static and learned areas) needs it, or the winner could
+ * change inside the scope it promises.
+ */
+uint32_t area_lookup4_strict(const struct area_table *t, const uint8_t addr4[4], unsigned *scope,
+                             unsigned *plen);
+uint32_t area_lookup6_strict(const struct area_table *t, const uint8_t addr6[16], unsigned *scope,
+                             unsigned *plen);
+
 /* Prefixes in the table, per family. */
 size_t area_table_count(const struct area_table *t, int family);
 

@@ -13,6 +13,22 @@
  *      best node of the set anywhere is the fallback; when none is up the
  *      least loaded one is still named, since an answer beats none.
  *
+ * Learned areas (routes from peer CDNs, in a derived snapshot) are looked
+ * up too, and the longer matched prefix wins; on a tie the static area
+ * does (docs/peering-protocol.md section 9). A learned area always names
+ * one peer: the target that advertised it. Learned targets live in
+ * several tables: one per kind of hand-off they can make (so a DNS query
+ * never lands on a target with only an HTTP redirector, but on the next
+ * shorter prefix that can take it), and one each for targets limited to
+ * content units, asked only for a request for one of those units. The
+ * loop guard also refuses a target whose route passed through a CDN
+ * already on the request's path.
+ *
+ * ECS scope. One table's scope keeps its value; comparing two tables by
+ * matched length needs the length to stay the same inside the scope too,
+ * so once a learned area matched, every table asked is read with its
+ * strict scope (area.h) and the decision's scope is the largest of them.
+ *
  * "Best" is the lowest utilization, load / capacity. Ties, common when the
  * nodes are idle, are broken by a rendezvous hash of `spread`, which the
  * caller derives from what should stick to one node: the client's prefix
@@ -121,26 +137,108 @@ static uint64_t prefix_hash(const struct rt_client *cl, unsigned bits)
     return hash_fnv1a(a, sizeof(a));
 }
 
+static uint32_t lookup(const struct area_table *t, const struct rt_client *cl, int strict,
+                       unsigned *scope, unsigned *plen)
+{
+    if (cl->family == 4)
+        return strict ? area_lookup4_strict(t, cl->addr, scope, plen) : area_lookup4(t, cl->addr, scope, plen);
+    if (cl->family == 6)
+        return strict ? area_lookup6_strict(t, cl->addr, scope, plen) : area_lookup6(t, cl->addr, scope, plen);
+    *scope = *plen = 0;
+    return AREA_NONE;
+}
+
+/* Asks one learned table; keeps the longest match in *best. */
+static void learned_ask(const struct rt_learned *l, const struct area_table *t, const struct rt_client *cl,
+                        unsigned *scope, const struct rt_ltarget **best, unsigned *best_plen)
+{
+    unsigned sc, pl;
+    uint32_t v = lookup(t, cl, 1, &sc, &pl);
+    if (sc > *scope)
+        *scope = sc;
+    if (v != AREA_NONE && v < l->ntargets && (*best == NULL || pl > *best_plen)) {
+        *best = &l->targets[v];
+        *best_plen = pl;
+    }
+}
+
+/*
+ * The learned target for this client and request, or NULL. *scope is the
+ * largest strict scope of the tables asked, *plen the matched length.
+ * Tables of targets limited to the request's content are asked first, so
+ * they win a tie (a route for this content over one for all).
+ */
+static const struct rt_ltarget *learned_match(const struct rt_learned *l, const struct rt_client *cl,
+                                              unsigned flags, unsigned *scope, unsigned *plen)
+{
+    const struct rt_ltarget *best = NULL;
+    unsigned need = (flags & RT_DECIDE_HTTP) ? RT_L_HTTP : RT_L_DNS;
+    const struct rt_content *ct = cl->content;
+    *scope = *plen = 0;
+    if (l->nunits && ct && ct->lname) {
+        size_t len = dns_name_len(ct->lname);
+        uint32_t i = l->buckets[hash_fnv1a(ct->lname, len) & (l->nbuckets - 1)];
+        for (; i; i = l->units[i - 1].next) {
+            const struct rt_lunit *u = &l->units[i - 1];
+            if (dns_name_len(u->lname) != len || memcmp(u->lname, ct->lname, len) != 0)
+                continue;
+            /* a URI prefix is content of HTTP requests only: DNS never sees the path */
+            if (u->path && (ct->path == NULL || strlen(u->path) > ct->path_len ||
+                            memcmp(u->path, ct->path, strlen(u->path)) != 0))
+                continue;
+            const struct rt_ltarget *t = &l->targets[u->target];
+            if ((t->caps & need) && t->table)
+                learned_ask(l, t->table, cl, scope, &best, plen);
+        }
+    }
+    for (unsigned caps = 1; caps <= 3; caps++)
+        if ((caps & need) && l->table[caps - 1])
+            learned_ask(l, l->table[caps - 1], cl, scope, &best, plen);
+    return best;
+}
+
+/* Is the hand-off to a refused by the loop guard? */
+static int on_path(const struct rt_client *cl, const struct rt_area *a, const struct rt_ltarget *lt)
+{
+    if (cl->path == NULL)
+        return 0;
+    if (cl->path->n >= DNS_MAX_PATH || rt__path_has(cl->path, a->peer->name))
+        return 1;
+    for (unsigned i = 0; lt && i < lt->npath; i++)
+        if (rt__path_has(cl->path, lt->path[i]))
+            return 1;
+    return 0;
+}
+
 void rt__decide(const struct rt_settings *s, const char *set, const struct rt_client *cl,
                 uint64_t spread, unsigned flags, struct rt_decision *d)
 {
     memset(d, 0, sizeof(*d));
-    uint32_t v = AREA_NONE;
-    unsigned scope = 0;
-    if (cl->family == 4)
-        v = area_lookup4(s->table, cl->addr, &scope, NULL);
-    else if (cl->family == 6)
-        v = area_lookup6(s->table, cl->addr, &scope, NULL);
+    unsigned scope = 0, plen = 0, lscope = 0, lplen = 0;
+    uint32_t v = lookup(s->table, cl, 0, &scope, &plen);
+    const struct rt_ltarget *lt = NULL;
+    if (s->learned && s->learned->nprefixes && cl->family) {
+        lt = learned_match(s->learned, cl, flags, &lscope, &lplen);
+        if (lt) {
+            /* the winner now depends on both matched lengths */
+            v = lookup(s->table, cl, 1, &scope, &plen);
+            if (v != AREA_NONE && plen >= lplen)
+                lt = NULL;
+        }
+        if (lscope > scope)
+            scope = lscope;
+    }
     d->scope = scope;
     if (spread == 0)
         spread = prefix_hash(cl, scope) | 1;
 
-    if (v != AREA_NONE && v < s->nareas) {
-        const struct rt_area *a = &s->areas[v];
+    const struct rt_area *a = lt ? &lt->area : v != AREA_NONE && v < s->nareas ? &s->areas[v] : NULL;
+    if (a) {
+        d->learned = lt != NULL;
         if (a->peer) {
             if (flags & RT_DECIDE_NO_PEER) {
                 /* fall back below */
-            } else if (!rt__path_has(cl->path, a->peer->name) && !(cl->path && cl->path->n >= DNS_MAX_PATH)) {
+            } else if (!on_path(cl, a, lt)) {
                 d->peer = a->peer;
                 d->reason = a->peer->handoff == RT_H_NS    ? RT_R_PEER_NS
                             : a->peer->handoff == RT_H_ECS ? RT_R_PEER_ECS

@@ -194,12 +194,15 @@ int rt__redirect(const struct rt_settings *s, const char *host, size_t host_len,
         }
     }
     struct rt_client cl = *cl0;
+    struct rt_content content = {.lname = nm->name, .path = target, .path_len = pl};
     cl.path = path.n ? &path : NULL;
+    cl.content = &content;
     uint64_t spread = url_hash(h, hl, target, pl) | 1;
-    rt__decide(s, set, &cl, spread, RT_DECIDE_AFFINITY, d);
+    rt__decide(s, set, &cl, spread, RT_DECIDE_AFFINITY | RT_DECIDE_HTTP, d);
     if (d->peer && d->peer->redirect[0] == 0) {
-        /* no HTTP hand-off configured for this peer: serve the client ourselves */
-        rt__decide(s, set, &cl, spread, RT_DECIDE_AFFINITY | RT_DECIDE_NO_PEER, d);
+        /* no HTTP hand-off configured for this peer: serve the client ourselves (a
+         * learned target without a redirector never gets here: it does not apply) */
+        rt__decide(s, set, &cl, spread, RT_DECIDE_AFFINITY | RT_DECIDE_HTTP | RT_DECIDE_NO_PEER, d);
     }
     int n;
     if (d->peer) {

@@ -13,6 +13,14 @@
  * the same name and status address starts with the old one's health. The
  * health poller (poll.c, main loop) writes node->up and node->load with
  * relaxed atomics; workers read them.
+ *
+ * Learned routes (from peer CDNs, through lib/feed.h) are a second layer,
+ * struct rt_learned, just as immutable and reference-counted. The
+ * snapshot the workers answer from is then a derived one: a shallow copy
+ * of the static snapshot that holds a reference to it and to the layer
+ * (rt__settings_derive). A new set of learned routes makes a new derived
+ * snapshot from the same static one; a reload makes a new static one and
+ * derives from it with the current layer.
  */
 #ifndef FERRY_ROUTER_INTERNAL_H
 #define FERRY_ROUTER_INTERNAL_H
@@ -23,6 +31,7 @@
 
 #include "dns/wire.h"
 #include "lib/conf.h"
+#include "lib/feed.h"
 #include "lib/metrics.h"
 #include "lib/net.h"
 #include "router/area.h"
@@ -131,8 +140,13 @@ struct rt_zone {
     struct rt_name *apex_name;          /* not owned (in the name table) */
 };
 
+struct rt_learned;
+
 struct rt_settings {
     _Atomic int refs;
+    /* derived snapshots only (rt__settings_derive); NULL in a static one */
+    struct rt_settings *base;           /* reference: the static snapshot this copies */
+    struct rt_learned *learned;         /* reference: the learned layer, or NULL */
     char cdn[DNS_MAX_CDN_ID + 1];
     uint32_t ttl;                       /* default TTL of decided answers */
     uint16_t udp_size;                  /* our EDNS payload size */
@@ -159,8 +173,62 @@ struct rt_settings {
     int64_t ecs_timeout_ms;
     unsigned ecs_max_pending;
     int redirect_code;                  /* 302 or 307 */
+    /* learned routes */
+    enum rt_handoff learned_handoff;    /* DNS hand-off preferred when a target offers it */
+    int64_t learned_delay_ms;           /* from a new feed snapshot to its rebuild */
 };
 
+/*
+ * Learned routes (settings.c builds them, decide.c looks them up). A
+ * target is where clients of its areas go: one per target of the feed
+ * snapshot that could be used, with an rt_peer built from the hand-offs
+ * it offers.
+ */
+#define RT_L_DNS 0x1u   /* the target has a DNS hand-off (CNAME, NS or ECS) */
+#define RT_L_HTTP 0x2u  /* it has an HTTP redirector */
+#define RT_L_PATH 8     /* CDN ids of a route's path kept for the loop guard */
+
+struct rt_ltarget {
+    struct rt_area area;                /* .peer only; the reference is the layer's */
+    unsigned caps;                      /* RT_L_DNS | RT_L_HTTP, never 0 */
+    unsigned npath;
+    char path[RT_L_PATH][DNS_MAX_CDN_ID + 1]; /* the route's path, advertiser first */
+    struct area_table *table;           /* owned: its areas when it has content units, else NULL */
+    size_t nunits;                      /* content units naming it */
+};
+
+/* A content unit: a publisher host, or a host and a URL path prefix. */
+struct rt_lunit {
+    uint32_t next;                      /* next unit of the hash bucket, index + 1; 0 ends */
+    uint32_t target;                    /* index into targets */
+    uint8_t *lname;                     /* owned: the host, lowercased wire form */
+    char *path;                         /* owned: a URI unit's path prefix ("" = every path); NULL
+                                           for a publisher */
+};
+
+struct rt_learned {
+    _Atomic int refs;
+    uint64_t version;                   /* the feed snapshot's */
+    struct rt_ltarget *targets;         /* owned */
+    size_t ntargets;
+    struct area_table *table[3];        /* owned: areas of targets without units, by caps - 1 */
+    struct rt_lunit *units;             /* owned */
+    size_t nunits;
+    uint32_t *buckets;                  /* owned: first unit + 1 by host hash */
+    size_t nbuckets;                    /* a power of two, or 0 */
+    size_t nprefixes;                   /* areas in all the tables */
+    size_t nskipped;                    /* feed targets not used: bad hand-offs, our own id */
+    size_t nbad;                        /* areas and units not used: bad target index or prefix */
+    char skip_reason[192];              /* why the first target was skipped */
+    int64_t built_ms;                   /* how long the build took (the router sets it) */
+};
+
+/* What a request asks for: learned targets limited to content units apply only to them. */
+struct rt_content {
+    const uint8_t *lname;               /* the publisher host (service name), lowercased wire form */
+    const char *path;                   /* HTTP: the URL path, without the query; NULL for DNS */
+    size_t path_len;
+};
 /* The result of a decision. */
 struct rt_decision {
     enum rt_reason reason;
@@ -168,6 +236,7 @@ struct rt_decision {
     struct rt_peer *peer;               /* peer handed to, or NULL */
     unsigned scope;                     /* ECS scope of the decision */
     int loop;                           /* a peer was skipped because it is on the path */
+    int learned;                        /* the area that applied is a learned one */
 };
 
 /* The client a decision is for. */
@@ -176,6 +245,7 @@ struct rt_client {
     uint8_t addr[16];
     unsigned source;                    /* prefix bits known (ECS source, or 32/128) */
     const struct dns_path *path;        /* CDNs already passed, or NULL */
+    const struct rt_content *content;   /* what is asked for, or NULL (unknown) */
 };
 
 /* settings.c */
@@ -190,6 +260,39 @@ const struct rt_zone *rt__zone_find(const struct rt_settings *s, const uint8_t *
 void rt__node_unref(struct rt_node *n);
 void rt__peer_unref(struct rt_peer *p);
 int rt__client_from_sockaddr(struct rt_client *cl, const struct net_addr *a);
+/* Is u a base URL for redirects: http(s)://host[:port], no trailing /, query or space? */
+int rt__url_ok(const char *u);
+
+/*
+ * A snapshot that answers from base's static data and from the learned
+ * layer `learned`: a shallow copy of base (of base's own static snapshot
+ * when base is itself derived) holding a reference to that and to
+ * learned. Returns it with one reference for the caller; when learned is
+ * NULL, that is simply a new reference to the static snapshot.
+ * Unreferencing a derived snapshot drops only those two references.
+ */
+struct rt_settings *rt__settings_derive(struct rt_settings *base, struct rt_learned *learned);
+/* The static snapshot behind s (s itself when it is static). */
+static inline struct rt_settings *rt__settings_static(struct rt_settings *s)
+{
+    return s->base ? s->base : s;
+}
+
+/*
+ * Builds a learned layer from a feed snapshot (main thread; about 0.5 s at
+ * a million prefixes). Targets are made into peers with one DNS hand-off,
+ * `prefer` when offered, else the first offered of CNAME, NS, ECS, and
+ * the HTTP redirector when offered. A target naming own_cdn, with a bad
+ * CDN id, with a hand-off text that does not parse, or with neither a DNS
+ * nor an HTTP hand-off is skipped and counted (nskipped, skip_reason).
+ * snap is only read. Sets *out to the layer (one reference), or to NULL
+ * when snap is NULL. Returns 0, or -ENOMEM when a table could not be
+ * built (*out NULL).
+ */
+int rt__learned_create(const struct feed_snapshot *snap, const char *own_cdn,
+                       enum rt_handoff prefer, struct rt_learned **out);
+struct rt_learned *rt__learned_ref(struct rt_learned *l);
+void rt__learned_unref(struct rt_learned *l);
 
 /*
  * The area file parser (also the fuzz target's entry): lines of
@@ -206,6 +309,16 @@ unsigned rt__area_parse(const char *text, size_t len, struct area_builder *b,
 /* decide.c */
 #define RT_DECIDE_NO_PEER 0x1u   /* the client must stay with us: a peer area falls back */
 #define RT_DECIDE_AFFINITY 0x2u  /* pick by the spread's rendezvous hash alone, not by load */
+#define RT_DECIDE_HTTP 0x4u      /* for the HTTP redirector: learned targets apply only when
+                                    they have one (otherwise: when they have a DNS hand-off) */
+/*
+ * The decision for client cl asking for a name of node set `set` (""
+ * every node), from the static areas of s and, in a derived snapshot, the
+ * learned ones: the longer matched prefix wins, the static area on a tie.
+ * A learned target limited to content units applies only when
+ * cl->content names one of them. spread 0: derived from the client's
+ * prefix inside the scope. Fills *d; never fails.
+ */
 void rt__decide(const struct rt_settings *s, const char *set, const struct rt_client *cl,
                 uint64_t spread, unsigned flags, struct rt_decision *d);
 int rt__path_has(const struct dns_path *p, const char *id);
@@ -297,6 +410,12 @@ struct router {
     _Atomic unsigned drain_left;        /* workers that have not closed their listeners yet */
     void (*drain_done)(void *arg);
     void *drain_arg;
+    /* learned routes (router.c, main thread) */
+    struct rt_learned *learned;         /* reference: the current layer, or NULL */
+    struct loop_timer learned_timer;    /* from a feed publish to the rebuild */
+    int subscribed;                     /* to the feed; the timer is initialized */
+    int64_t skip_logged_ms;             /* when skipped targets were last logged */
+    struct metric *m_learned_areas, *m_learned_targets, *m_learned_skipped, *m_learned_rebuilds;
 };
 
 /* server.c: the DNS listeners of one worker, its ECS client and RRL. */

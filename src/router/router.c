@@ -12,6 +12,13 @@
  * Reload builds a whole new snapshot on the main thread, the area table
  * included, while the workers go on answering from the old one; then each
  * worker is handed the new one and drops the old (see internal.h).
+ *
+ * Learned routes arrive the same way. The peer role publishes each new
+ * Loc-RIB through lib/feed.h; the router waits learned_delay (so a burst
+ * of updates costs one rebuild), builds the learned layer from the newest
+ * snapshot, derives a snapshot from the current static one and that
+ * layer, and installs it as a reload does (install()). A reload derives
+ * its new static snapshot with the current layer.
  */
 #include "router/router.h"
 
@@ -135,6 +142,12 @@ const struct conf_opt router_opts[] = {
      .help = "Failed polls in a row that take a node out."},
     {.name = "load_metric", .type = CONF_STR, .def = "ferry_switch_active_connections",
      .help = "The metric read from each node's /metrics as its load (samples summed)."},
+    {.name = "learned_handoff", .type = CONF_ENUM, .choices = "cname|ns|ecs", .def = "cname",
+     .help = "The DNS hand-off used for routes learned from peer CDNs when the peer offers it; "
+             "otherwise the first it offers of cname, ns, ecs."},
+    {.name = "learned_delay", .type = CONF_DURATION, .min = 0, .max = 60000, .def = "200ms",
+     .help = "How long after a change of the learned routes the router rebuilds its learned "
+             "areas from the newest ones (changes meanwhile wait for the same rebuild)."},
     {.name = "zone", .type = CONF_BLOCK, .flags = CONF_MULTI | CONF_NAMED, .block = zone_opts,
      .help = "A zone this router is authoritative for."},
     {.name = "node", .type = CONF_BLOCK, .flags = CONF_MULTI | CONF_NAMED, .block = node_opts,
@@ -253,6 +266,25 @@ static void make_counters(struct router *rt)
         rt->m_http[i] = metric_counter("ferry_router_http_requests_total", labels,
                                        "HTTP redirector requests, by result");
     }
+    rt->m_learned_areas = metric_gauge("ferry_router_learned_areas", NULL,
+                                       "Area prefixes learned from peer CDNs in use");
+    rt->m_learned_targets = metric_gauge("ferry_router_learned_targets", NULL,
+                                         "Peer CDN hand-off targets of learned routes in use");
+    rt->m_learned_skipped = metric_gauge("ferry_router_learned_targets_skipped", NULL,
+                                         "Hand-off targets of learned routes that cannot be used");
+    rt->m_learned_rebuilds = metric_counter("ferry_router_learned_rebuilds_total", NULL,
+                                            "Rebuilds of the learned areas");
+}
+
+static void bind_learned_metrics(struct rt_learned *l)
+{
+    char labels[96];
+    for (size_t i = 0; l && i < l->ntargets; i++) {
+        struct rt_peer *p = l->targets[i].area.peer;
+        snprintf(labels, sizeof(labels), "peer=\"%s\"", p->name);
+        p->m_handoffs = metric_counter("ferry_router_handoffs_total", labels,
+                                       "Clients handed to each peer CDN");
+    }
 }
 
 /* Admin API. */
@@ -330,6 +362,17 @@ static int api_router(void *arg, const struct admin_req *req, struct buf *out, c
     json_kv_int(&j, "target_lists", (int64_t)s->nareas);
     json_kv_int(&j, "memory_bytes", (int64_t)area_table_memory(s->table));
     json_obj_end(&j);
+    const struct rt_learned *l = rt->learned;
+    json_key(&j, "learned");
+    json_obj_begin(&j);
+    json_kv_int(&j, "version", l ? (int64_t)l->version : 0);
+    json_kv_int(&j, "areas", l ? (int64_t)l->nprefixes : 0);
+    json_kv_int(&j, "targets", l ? (int64_t)l->ntargets : 0);
+    json_kv_int(&j, "targets_skipped", l ? (int64_t)l->nskipped : 0);
+    json_kv_int(&j, "units", l ? (int64_t)l->nunits : 0);
+    json_kv_int(&j, "built_ms", l ? l->built_ms : 0);
+    json_kv_int(&j, "rebuilds", metric_value(rt->m_learned_rebuilds));
+    json_obj_end(&j);
     json_key(&j, "decisions");
     json_obj_begin(&j);
     for (int k = 0; k < RT_NREASONS; k++)
@@ -371,8 +414,9 @@ static int api_lookup(void *arg, const struct admin_req *req, struct buf *out, c
         return 400;
     }
     const char *set = "";
+    struct rt_content content = {0};
+    uint8_t lname[DNS_MAX_NAME];
     if (name[0]) {
-        uint8_t lname[DNS_MAX_NAME];
         const struct rt_name *nm = dns_name_from_text(lname, name) < 0 ? NULL : rt__name_find(s, lname);
         if (nm == NULL || nm->svc == NULL) {
             json_obj_begin(&j);
@@ -381,6 +425,8 @@ static int api_lookup(void *arg, const struct admin_req *req, struct buf *out, c
             return 404;
         }
         set = nm->svc->set;
+        content.lname = nm->name;
+        cl.content = &content;
     }
     struct rt_decision d;
     rt__decide(s, set, &cl, 0, 0, &d);
@@ -390,12 +436,141 @@ static int api_lookup(void *arg, const struct admin_req *req, struct buf *out, c
     json_kv_int(&j, "scope", d.scope);
     json_key(&j, "loop");
     json_bool(&j, d.loop);
+    if (d.learned) { /* only then, so the answer for static areas keeps its shape */
+        json_key(&j, "learned");
+        json_bool(&j, 1);
+    }
     if (d.node)
         json_kv_str(&j, "node", d.node->name);
     if (d.peer)
         json_kv_str(&j, "peer", d.peer->name);
     json_obj_end(&j);
     return 200;
+}
+
+/* Installing a snapshot, and learned routes. */
+
+struct swap {
+    struct rt_worker *w;
+    struct rt_settings *set;
+};
+
+static void swap_cb(void *arg)
+{
+    struct swap *s = arg;
+    rt__worker_set(s->w, s->set);
+    free(s);
+}
+
+/*
+ * Makes ns (the caller's reference, taken over) the snapshot of the main
+ * thread and of every worker; each worker drops its old one when it takes
+ * the new. When the static snapshot changed (a reload), the node metrics
+ * and the health poller follow it too.
+ */
+static void install(struct router *rt, struct rt_settings *ns)
+{
+    struct rt_settings *os = rt->set;
+    if (rt__settings_static(ns) != rt__settings_static(os)) {
+        bind_metrics(rt, ns);
+        rt__poller_set(rt->poller, ns);
+    }
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct swap *s = xmalloc(sizeof(*s));
+        s->w = rt->workers[i];
+        s->set = rt__settings_ref(ns);
+        loop_post(rt__worker_loop(s->w), swap_cb, s);
+    }
+    rt->set = ns;
+    rt__settings_unref(os);
+}
+
+static void learned_gauges(struct router *rt)
+{
+    const struct rt_learned *l = rt->learned;
+    metric_set(rt->m_learned_areas, l ? (int64_t)l->nprefixes : 0);
+    metric_set(rt->m_learned_targets, l ? (int64_t)l->ntargets : 0);
+    metric_set(rt->m_learned_skipped, l ? (int64_t)l->nskipped : 0);
+}
+
+/*
+ * Builds the learned layer from the feed's current snapshot, for the
+ * static snapshot st. Returns 0 and sets *out (NULL when nothing is
+ * published), or -ENOMEM.
+ *
+ * This runs on the main thread: at a million learned prefixes the table
+ * takes about 0.5 s, during which the admin API and the health polls
+ * wait. The workers do not; they answer from the old snapshot until the
+ * new one is posted. A build thread is the next step when that matters.
+ */
+static int learned_build(struct router *rt, const struct rt_settings *st, struct rt_learned **out)
+{
+    struct feed_snapshot *snap = feed_current();
+    uint64_t t0 = time_mono_ns();
+    int rc = rt__learned_create(snap, st->cdn, st->learned_handoff, out);
+    feed_unref(snap);
+    metric_inc(rt->m_learned_rebuilds);
+    if (rc < 0) {
+        log_warnx("router: learned routes: cannot build their areas (out of memory); the old ones stay");
+        return rc;
+    }
+    struct rt_learned *l = *out;
+    if (l == NULL)
+        return 0;
+    l->built_ms = (int64_t)((time_mono_ns() - t0) / 1000000);
+    bind_learned_metrics(l);
+    /* a peer that keeps advertising something unusable is logged once a minute, not per rebuild */
+    int64_t now = time_mono_ms();
+    if ((l->nskipped || l->nbad) && (rt->skip_logged_ms == 0 || now - rt->skip_logged_ms >= 60000)) {
+        rt->skip_logged_ms = now;
+        if (l->nskipped)
+            log_warnx("router: learned routes (version %llu): %zu target%s skipped, the first because %s",
+                      (unsigned long long)l->version, l->nskipped, l->nskipped == 1 ? "" : "s",
+                      l->skip_reason);
+        if (l->nbad)
+            log_warnx("router: learned routes (version %llu): %zu areas or content units not usable "
+                      "(bad target or prefix)", (unsigned long long)l->version, l->nbad);
+    }
+    log_debug("router: learned routes version %llu: %zu area prefixes, %zu targets, %zu units, "
+              "built in %lld ms", (unsigned long long)l->version, l->nprefixes, l->ntargets,
+              l->nunits, (long long)l->built_ms);
+    return 0;
+}
+
+static void learned_timer_cb(struct loop_timer *t)
+{
+    struct router *rt = t->data;
+    struct rt_learned *l;
+    if (atomic_load(&rt->draining))
+        return;
+    struct rt_settings *st = rt__settings_static(rt->set);
+    if (learned_build(rt, st, &l) < 0)
+        return;
+    rt__learned_unref(rt->learned);
+    rt->learned = l;
+    install(rt, rt__settings_derive(st, l));
+    learned_gauges(rt);
+}
+
+/*
+ * A new feed snapshot. The rebuild waits learned_delay: the timer is not
+ * re-armed by later publishes, so a steady stream of updates still gets a
+ * rebuild every learned_delay, each from the newest snapshot.
+ */
+static void learned_cb(void *arg)
+{
+    struct router *rt = arg;
+    if (!loop_timer_active(&rt->learned_timer) && !atomic_load(&rt->draining))
+        loop_timer_start(&rt->learned_timer, rt->set->learned_delay_ms);
+}
+
+static void learned_stop(struct router *rt)
+{
+    if (!rt->subscribed)
+        return;
+    feed_unsubscribe(learned_cb, rt);
+    loop_timer_stop(&rt->learned_timer);
+    rt->subscribed = 0;
 }
 
 /* Role interface. */
@@ -433,19 +608,19 @@ static int router_start(void *inst, const struct role_env *env)
         admin_route(env->admin, "GET", "/router", api_router, rt);
         admin_route(env->admin, "GET", "/router/lookup", api_lookup, rt);
     }
+    loop_timer_init(rt->main_loop, &rt->learned_timer, learned_timer_cb);
+    rt->learned_timer.data = rt;
+    if (feed_subscribe(learned_cb, rt) < 0) {
+        log_warnx("router: cannot subscribe to learned routes (too many subscribers)");
+        return -1;
+    }
+    rt->subscribed = 1;
+    /* a peer role that started first has published already */
+    struct feed_snapshot *now = feed_current();
+    if (now)
+        learned_cb(rt);
+    feed_unref(now);
     return 0;
-}
-
-struct swap {
-    struct rt_worker *w;
-    struct rt_settings *set;
-};
-
-static void swap_cb(void *arg)
-{
-    struct swap *s = arg;
-    rt__worker_set(s->w, s->set);
-    free(s);
 }
 
 static int router_reload(void *inst, void *fresh_inst, struct conf *c)
@@ -454,7 +629,7 @@ static int router_reload(void *inst, void *fresh_inst, struct conf *c)
     /* the fresh snapshot was built without the old nodes' health: rebuild it with it */
     (void)c;
     struct rt_settings *ns = f->set;
-    struct rt_settings *os = rt->set;
+    struct rt_settings *os = rt__settings_static(rt->set);
     for (size_t i = 0; i < ns->nnodes; i++) {
         struct rt_node *n = ns->nodes[i];
         for (size_t k = 0; k < os->nnodes; k++) {
@@ -469,16 +644,16 @@ static int router_reload(void *inst, void *fresh_inst, struct conf *c)
     }
     if (f->nlisten != rt->nlisten || memcmp(f->listen, rt->listen, rt->nlisten * sizeof(*rt->listen)) != 0)
         log_warnx("router: listen addresses changed; they take effect at restart");
-    bind_metrics(rt, ns);
-    rt__poller_set(rt->poller, ns);
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        struct swap *s = xmalloc(sizeof(*s));
-        s->w = rt->workers[i];
-        s->set = rt__settings_ref(ns);
-        loop_post(rt__worker_loop(s->w), swap_cb, s);
+    /* the learned layer depends on our CDN id and the preferred hand-off */
+    if (rt->learned && (strcmp(ns->cdn, os->cdn) != 0 || ns->learned_handoff != os->learned_handoff)) {
+        struct rt_learned *l;
+        if (learned_build(rt, ns, &l) == 0) {
+            rt__learned_unref(rt->learned);
+            rt->learned = l;
+            learned_gauges(rt);
+        }
     }
-    rt->set = rt__settings_ref(ns);
-    rt__settings_unref(os);
+    install(rt, rt__settings_derive(ns, rt->learned));
     log_info("router: reloaded: %zu zone%s, %zu node%s, %zu area prefixes", ns->nzones,
              ns->nzones == 1 ? "" : "s", ns->nnodes, ns->nnodes == 1 ? "" : "s", ns->area_prefixes);
     return 0;
@@ -499,6 +674,8 @@ static void router_drain(void *inst, void (*done)(void *), void *arg)
 {
     struct router *rt = inst;
     atomic_store(&rt->draining, 1);
+    /* nothing may be posted to the workers once they drain */
+    learned_stop(rt);
     rt->drain_done = done;
     rt->drain_arg = arg;
     atomic_store(&rt->drain_left, rt->nworkers);
@@ -516,11 +693,13 @@ static void router_destroy(void *inst)
     struct router *rt = inst;
     if (rt == NULL)
         return;
+    learned_stop(rt);
     rt__poller_destroy(rt->poller);
     for (unsigned i = 0; i < rt->nworkers; i++)
         rt__worker_destroy(rt->workers[i]);
     free(rt->workers);
     rt__settings_unref(rt->set);
+    rt__learned_unref(rt->learned);
     free(rt->listen);
     free(rt);
 }

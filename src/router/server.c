@@ -13,6 +13,12 @@
  * TCP is never limited. The counts are per worker (the kernel spreads a
  * client's datagrams over workers by address), so the limit a client sees
  * is at most rrl_rate times the number of workers.
+ *
+ * An ECS hand-off in flight holds a reference to its peer: the peer may
+ * be a learned one, whose snapshot is replaced whenever the learned
+ * routes change, and the answer owed is still taken from it then. A
+ * reload of the configuration settles every hand-off in flight with the
+ * fallback instead (reason "reload").
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -65,7 +71,7 @@ struct pending {
     struct net_addr client;
     int fd;                   /* UDP: the socket to answer from; -1 for TCP */
     struct tcp_conn *conn;    /* TCP: the connection to answer on */
-    struct rt_ecs_req req;
+    struct rt_ecs_req req;    /* req.peer: a reference */
     size_t qlen;
     uint8_t query[PEND_QMAX];
 };
@@ -206,6 +212,8 @@ static void pend_free(struct rt_worker *w, struct pending *p)
     w->pend_by_id[p->id] = 0;
     p->used = 0;
     p->conn = NULL;
+    rt__peer_unref(p->req.peer);
+    p->req.peer = NULL;
     w->npend--;
 }
 
@@ -301,6 +309,7 @@ static void ecs_start(struct rt_worker *w, const uint8_t *q, size_t qlen, const 
     p->fd = fd;
     p->conn = conn;
     p->req = *req;
+    atomic_fetch_add(&p->req.peer->refs, 1);
     p->qlen = qlen;
     memcpy(p->query, q, qlen);
     if (conn)
@@ -597,10 +606,12 @@ int rt__worker_listen(struct rt_worker *w, const struct rt_listen *lc)
 
 void rt__worker_set(struct rt_worker *w, struct rt_settings *s)
 {
-    /* answers owed by a peer refer to the old snapshot's peers: settle them first */
-    for (unsigned i = 0; w->pend && i < w->npend_cap && w->npend; i++)
-        if (w->pend[i].used)
-            pend_answer(w, &w->pend[i], NULL, 0, RT_EF_RELOAD);
+    /* A reload settles the answers owed by peers (the configuration they were
+     * asked under is gone); new learned routes alone leave them running. */
+    if (rt__settings_static(s) != rt__settings_static(w->set))
+        for (unsigned i = 0; w->pend && i < w->npend_cap && w->npend; i++)
+            if (w->pend[i].used)
+                pend_answer(w, &w->pend[i], NULL, 0, RT_EF_RELOAD);
     rt__settings_unref(w->set);
     w->set = s;
 }

@@ -1,0 +1,489 @@
+"""The peer role: sessions between Ferry CDNs over mutually authenticated
+TLS, route exchange and loop prevention, pinning (a wrong CA, a wrong CDN
+id, a wrong fingerprint are refused), malformed input answered with a
+NOTIFICATION, import policy, and routes withdrawn when a session is lost.
+Each CDN is a ferryd with a `peer` block on its own 127.x address."""
+import json
+import os
+import socket
+import ssl
+import struct
+import subprocess
+
+import pytest
+
+from conftest import SLOW, Ferryd, fresh_addr, nft, wait_for
+
+PORT = 7179
+
+
+@pytest.fixture(scope="module")
+def peer_pki(tmp_path_factory):
+    """One CA for the CDNs, a certificate per CDN id with the URI SAN
+    ferry-cdn:ID, one from a rogue CA, and one that claims another id."""
+    d = tmp_path_factory.mktemp("peer-pki")
+
+    def run(*a):
+        subprocess.run(a, cwd=d, check=True, capture_output=True)
+
+    def ca(name):
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+
+    def leaf(name, cdn, issuer):
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        with open(d / f"{name}.ext", "w") as f:
+            f.write(f"subjectAltName=URI:ferry-cdn:{cdn}\nextendedKeyUsage=serverAuth,clientAuth\n")
+        run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey", f"{issuer}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+        return str(d / f"{name}.pem"), str(d / f"{name}.key")
+
+    ca("ca")
+    ca("rogue-ca")
+    certs = {cdn: leaf(cdn, cdn, "ca") for cdn in ("alpha", "beta", "gamma")}
+    certs["rogue-beta"] = leaf("rogue-beta", "beta", "rogue-ca")     # right id, wrong CA
+    certs["beta-as-gamma"] = leaf("beta-as-gamma", "gamma", "ca")     # right CA, wrong id
+
+    def fingerprint(pem):
+        out = subprocess.run(["openssl", "x509", "-in", pem, "-noout", "-fingerprint", "-sha256"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.strip().split("=", 1)[1]
+
+    return {"ca": str(d / "ca.pem"), "certs": certs, "fingerprint": fingerprint}
+
+
+def speaker_conf(pki, cdn, addr, neighbors, extra="", cert=None, hold="9s"):
+    """A ferryd config with one peer block. neighbors: list of
+    (id, address or None, extra neighbor lines)."""
+    cert, key = pki["certs"][cert or cdn]
+    nb = ""
+    for nid, naddr, nextra in neighbors:
+        nb += f"    neighbor {nid} {{\n"
+        if naddr:
+            nb += f"        address {naddr}:{PORT};\n"
+        if "fingerprint" not in nextra and "ca " not in nextra:
+            nb += f"        ca {pki['ca']};\n"
+        nb += "".join(f"        {line};\n" for line in nextra.split(";") if line.strip())
+        nb += "    }\n"
+    return f"""log_level info;
+peer {{
+    cdn {cdn};
+    listen {addr}:{PORT};
+    cert {cert};
+    key {key};
+    hold_time {hold};
+    connect_retry 200ms;
+    connect_retry_max 1s;
+    feed_delay 0;
+{extra}
+{nb}}}
+"""
+
+
+def start_speaker(tmp_path, procs, pki, cdn, addr, neighbors, extra="", cert=None, hold="9s"):
+    f = Ferryd(str(tmp_path), f"{cdn}-{addr}", speaker_conf(pki, cdn, addr, neighbors, extra, cert, hold),
+               admin_addr=f"{addr}:9000")
+    procs.append(f)
+    f.start([(addr, PORT), (addr, 9000)])
+    return f
+
+
+def api(f, path):
+    status, body = f.admin_get("/api/v1" + path)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def nbr(f, cdn):
+    for n in api(f, "/peers")["neighbors"]:
+        if n["cdn"] == cdn:
+            return n
+    raise AssertionError(f"no neighbor {cdn}")
+
+
+def established(f, cdn):
+    return nbr(f, cdn)["state"] == "Established"
+
+
+def routes(f, dest=None):
+    q = f"?dest={dest}" if dest else "?limit=100000"
+    return api(f, "/routes" + q)["routes"]
+
+
+def best_from(f, dest):
+    r = routes(f, dest)
+    if not r:
+        return None
+    return r[0]["routes"][0]["from"]
+
+
+def wait_up(*pairs):
+    for f, cdn in pairs:
+        wait_for(lambda: established(f, cdn), 15 * SLOW, f"{f.name} established with {cdn}")
+
+
+# ---- two CDNs ---------------------------------------------------------------
+
+def test_session_and_routes(tmp_path, procs, peer_pki):
+    """alpha and beta connect (both configured with addresses: a collision to
+    resolve), exchange their areas and content units, and each sees the
+    other's with the right path and hand-off; ferryctl shows both."""
+    a, b = fresh_addr(), fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")],
+                          "    area 10.1.0.0/16;\n    publisher www.alpha.test;\n"
+                          "    handoff cname cdn.alpha.test;\n    cost 5;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                         "    area 10.2.0.0/16;\n    area 2001:db8:2::/48;\n"
+                         "    uri_prefix https://www.example.test/video/;\n"
+                         f"    handoff cname cdn.beta.test;\n    handoff ecs {b}:5300;\n"
+                         f"    handoff http http://{b}:8080;")
+    wait_up((alpha, "beta"), (beta, "alpha"))
+    wait_for(lambda: len(routes(alpha)) == 5 and len(routes(beta)) == 5, 10 * SLOW, "routes exchanged")
+
+    r = routes(alpha, "10.2.0.0/16")[0]
+    best = r["routes"][0]
+    assert best["from"] == "beta" and best["path"] == ["beta"]
+    assert {(h["method"], h["target"]) for h in best["handoff"]} == {
+        ("cname", "cdn.beta.test"), ("ecs", f"{b}:5300"), ("http", f"http://{b}:8080")}
+    assert routes(alpha, "2001:db8:2::/48")[0]["routes"][0]["from"] == "beta"
+    assert routes(alpha, "https://www.example.test/video/")[0]["routes"][0]["from"] == "beta"
+    # an address inside the prefix finds it by longest match
+    assert routes(alpha, "10.2.3.4")[0]["dest"] == "10.2.0.0/16"
+    # our own routes are ours
+    assert routes(alpha, "10.1.0.0/16")[0]["routes"][0]["from"] == "local"
+    got = routes(beta, "10.1.0.0/16")[0]["routes"][0]
+    assert got["path"] == ["alpha"] and got["cost"] == 5
+    # one session survived the collision, and End-of-RIB arrived both ways
+    assert nbr(alpha, "beta")["established"] >= 1 and nbr(alpha, "beta")["end_of_rib"]
+    assert nbr(beta, "alpha")["end_of_rib"]
+
+    out = alpha.ctl("peers").stdout
+    assert "beta" in out and "Established" in out
+    out = alpha.ctl("routes", "10.2.0.0/16").stdout
+    assert "10.2.0.0/16" in out and "beta" in out and "cdn.beta.test" in out
+
+
+def test_session_loss_withdraws(tmp_path, procs, peer_pki):
+    """When beta stops, alpha withdraws every route it had from beta; when it
+    comes back, they are back."""
+    a, b = fresh_addr(), fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")],
+                          "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    beta_conf = ("    area 10.2.0.0/16;\n    area 10.3.0.0/16;\n    handoff cname cdn.beta.test;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")], beta_conf)
+    wait_up((alpha, "beta"))
+    wait_for(lambda: best_from(alpha, "10.3.0.0/16") == "beta", 10 * SLOW, "beta's routes at alpha")
+    beta.stop()
+    procs.remove(beta)
+    wait_for(lambda: not routes(alpha, "10.3.0.0/16"), 10 * SLOW, "beta's routes withdrawn")
+    assert nbr(alpha, "beta")["state"] != "Established"
+    assert "administrative shutdown" in nbr(alpha, "beta")["last_error"]
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")], beta_conf)
+    wait_for(lambda: best_from(alpha, "10.3.0.0/16") == "beta", 15 * SLOW, "beta's routes back")
+    assert nbr(alpha, "beta")["established"] >= 2
+
+
+# ---- pinning ----------------------------------------------------------------
+
+@pytest.mark.parametrize("cert", ["rogue-beta", "beta-as-gamma"])
+def test_wrong_certificate_refused(tmp_path, procs, peer_pki, cert):
+    """A beta whose certificate comes from another CA, or names another CDN
+    id, gets no session; alpha counts the refusal and says why."""
+    a, b = fresh_addr(), fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")],
+                          "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                         "    area 10.2.0.0/16;\n    handoff cname cdn.beta.test;", cert=cert)
+    wait_for(lambda: alpha.metric("ferry_peer_connections_refused_total") >= 2, 10 * SLOW, "refusals")
+    assert not established(alpha, "beta") and not established(beta, "alpha")
+    assert routes(alpha, "10.2.0.0/16") == []
+    assert "pin" in nbr(alpha, "beta")["last_error"] or "certificate" in alpha.proc.output()
+
+
+def test_fingerprint_pin(tmp_path, procs, peer_pki):
+    """A peer pinned by the SHA-256 of its certificate comes up; a wrong
+    fingerprint keeps it out."""
+    a, b = fresh_addr(), fresh_addr()
+    fp_beta = peer_pki["fingerprint"](peer_pki["certs"]["beta"][0])
+    fp_alpha = peer_pki["fingerprint"](peer_pki["certs"]["alpha"][0])
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, f"fingerprint {fp_beta}")],
+                          "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, f"fingerprint {fp_alpha}")],
+                         "    area 10.2.0.0/16;\n    handoff cname cdn.beta.test;")
+    wait_up((alpha, "beta"), (beta, "alpha"))
+    wrong = "AB:" * 31 + "CD"
+    c = fresh_addr()
+    gamma = start_speaker(tmp_path, procs, peer_pki, "gamma", c, [("alpha", a, f"fingerprint {wrong}")],
+                          "    area 10.3.0.0/16;\n    handoff cname cdn.gamma.test;")
+    wait_for(lambda: gamma.metric("ferry_peer_connections_refused_total") >= 1, 10 * SLOW, "gamma refuses alpha")
+    assert not established(gamma, "alpha")
+
+
+def test_bad_config_is_a_file_line_error(tmp_path, peer_pki):
+    a = fresh_addr()
+    conf = speaker_conf(peer_pki, "alpha", a, [("beta", None, "fingerprint 12:34")],
+                        "    area 10.1.0.1/16;\n    handoff cname cdn.alpha.test;")
+    f = Ferryd(str(tmp_path), "bad", conf)
+    from conftest import FERRYD
+    r = subprocess.run([FERRYD, "-t", "-c", f.conf], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "ferryd.conf:" in r.stderr and "fingerprint" in r.stderr and "area" in r.stderr
+
+
+# ---- malformed input ----------------------------------------------------------
+
+def tls_client(pki, cdn, addr):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.load_verify_locations(pki["ca"])
+    ctx.load_cert_chain(*pki["certs"][cdn])
+    ctx.set_alpn_protocols(["ferry-peer/1"])
+    s = socket.create_connection((addr, PORT), timeout=10)
+    return ctx.wrap_socket(s)
+
+
+def read_msg(s):
+    hdr = b""
+    while len(hdr) < 6:
+        chunk = s.recv(6 - len(hdr))
+        if not chunk:
+            return None
+        hdr += chunk
+    length, typ = struct.unpack("!IB", hdr[:5])
+    body = b""
+    while len(body) < length - 6:
+        chunk = s.recv(length - 6 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return typ, body
+
+
+def open_msg(cdn, hold=9):
+    caps = bytes([0, 1, 0, 1, 0x01]) + bytes([0, 2, 0, 1, 0x01]) + bytes([0, 4, 0, 1, 1])
+    body = bytes([1]) + struct.pack("!H", hold) + bytes([len(cdn)]) + cdn.encode() + caps
+    return struct.pack("!IBB", 6 + len(body), 1, 0) + body
+
+
+def test_malformed_messages_get_notification(tmp_path, procs, peer_pki):
+    """A peer with a good certificate that then sends a bad header, or an
+    UPDATE with a broken prefix, gets a NOTIFICATION with the right code and
+    loses only its own session."""
+    a = fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", None, "")],
+                          "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    # a length below 6
+    s = tls_client(peer_pki, "beta", a)
+    s.sendall(struct.pack("!IBB", 3, 4, 0))
+    m = read_msg(s)
+    while m and m[0] != 3:
+        m = read_msg(s)
+    assert m and m[1][:2] == bytes([1, 1]), m
+    s.close()
+    # a session, then an UPDATE announcing 10.0.0.0/33
+    s = tls_client(peer_pki, "beta", a)
+    s.sendall(open_msg("beta"))
+    got = read_msg(s)
+    assert got[0] == 1
+    s.sendall(struct.pack("!IBB", 6, 4, 0))
+    attrs = bytes([0, 1, 0, 6, 1, 4]) + b"beta" + bytes([0, 2, 0, 5, 1, 0, 2]) + b"bx"
+    nlri = bytes([1, 33, 10, 0, 0, 0, 0])
+    body = struct.pack("!I", 0) + struct.pack("!I", len(attrs)) + attrs + nlri
+    s.sendall(struct.pack("!IBB", 6 + len(body), 2, 0) + body)
+    m = read_msg(s)
+    while m and m[0] != 3:
+        m = read_msg(s)
+    assert m and m[1][:2] == bytes([3, 6]), m
+    s.close()
+    # an OPEN that claims to be another CDN than the certificate's pin
+    s = tls_client(peer_pki, "beta", a)
+    s.sendall(open_msg("gamma"))
+    m = read_msg(s)
+    while m and m[0] != 3:
+        m = read_msg(s)
+    assert m and m[1][:2] == bytes([2, 2]), m
+    s.close()
+    assert alpha.proc.alive()
+    assert alpha.metric("ferry_peer_notifications_total", 'dir="sent"') >= 3
+
+
+def raw_session(pki, cdn, addr):
+    """A hand-made peer: TLS with cdn's certificate, OPEN, KEEPALIVE."""
+    s = tls_client(pki, cdn, addr)
+    s.sendall(open_msg(cdn))
+    got = read_msg(s)
+    assert got[0] == 1, got
+    s.sendall(struct.pack("!IBB", 6, 4, 0))
+    return s
+
+
+def update_msg(path, handoff, nlri):
+    p = bytes([len(path)]) + b"".join(bytes([len(x)]) + x.encode() for x in path)
+    h = bytes([1]) + struct.pack("!H", len(handoff)) + handoff.encode()
+    attrs = bytes([0, 1]) + struct.pack("!H", len(p)) + p + bytes([0, 2]) + struct.pack("!H", len(h)) + h
+    body = struct.pack("!I", 0) + struct.pack("!I", len(attrs)) + attrs + nlri
+    return struct.pack("!IBB", 6 + len(body), 2, 0) + body
+
+
+def test_route_with_own_id_dropped(tmp_path, procs, peer_pki):
+    """A peer that sends a route whose PATH already holds the receiver's id
+    (a loop) sees it dropped and counted, with no NOTIFICATION: the session
+    stays up and its other routes are taken."""
+    a = fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", None, "")],
+                          "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    s = raw_session(peer_pki, "beta", a)
+    s.sendall(update_msg(["beta", "gamma", "alpha"], "cdn.beta.test", bytes([1, 16, 10, 7])))
+    s.sendall(update_msg(["beta"], "cdn.beta.test", bytes([1, 16, 10, 8])))
+    wait_for(lambda: routes(alpha, "10.8.0.0/16"), 10 * SLOW, "the good route")
+    assert routes(alpha, "10.7.0.0/16") == []
+    assert nbr(alpha, "beta")["looped"] == 1 and established(alpha, "beta")
+    assert alpha.metric("ferry_peer_routes_looped_total") == 1
+    s.close()
+    wait_for(lambda: routes(alpha, "10.8.0.0/16") == [], 10 * SLOW, "withdrawn when the session ends")
+
+
+# ---- three CDNs ---------------------------------------------------------------
+
+def test_triangle_paths_and_loops(tmp_path, procs, peer_pki):
+    """alpha, beta and gamma in a triangle, each re-advertising (transit on).
+    gamma's area reaches alpha directly (path gamma) and through beta (path
+    beta gamma): the shorter wins, with reason path. Nobody holds a route
+    whose path has its own id (test_route_with_own_id_dropped checks the
+    receiver's side with a peer that sends one anyway)."""
+    a, b, c = fresh_addr(), fresh_addr(), fresh_addr()
+    ho = lambda x: f"    handoff cname cdn.{x}.test;"
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a,
+                          [("beta", b, "transit on"), ("gamma", c, "transit on")],
+                          "    area 10.1.0.0/16;\n" + ho("alpha"))
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b,
+                         [("alpha", a, "transit on"), ("gamma", c, "transit on")],
+                         "    area 10.2.0.0/16;\n" + ho("beta"))
+    gamma = start_speaker(tmp_path, procs, peer_pki, "gamma", c,
+                          [("alpha", a, "transit on"), ("beta", b, "transit on")],
+                          "    area 10.3.0.0/16;\n" + ho("gamma"))
+    wait_up((alpha, "beta"), (alpha, "gamma"), (beta, "gamma"))
+
+    def two_paths():
+        r = routes(alpha, "10.3.0.0/16")
+        return r and len(r[0]["routes"]) == 2
+    wait_for(two_paths, 10 * SLOW, "gamma's area by two paths at alpha")
+    r = routes(alpha, "10.3.0.0/16")[0]
+    assert r["routes"][0]["path"] == ["gamma"] and r["reason"] == "path"
+    assert r["routes"][1]["path"] == ["beta", "gamma"]
+    # the hand-off re-advertised by beta is beta's own, not gamma's
+    assert r["routes"][1]["handoff"][0]["target"] == "cdn.beta.test"
+    for f in (alpha, beta, gamma):
+        for d in routes(f):
+            for rt in d["routes"]:
+                assert f.name.split("-")[0] not in rt["path"], (f.name, d)
+    # senders filter too: nothing with the receiver's id on its path was ever sent
+    assert all(nbr(f, x)["looped"] == 0 for f, x in ((alpha, "beta"), (alpha, "gamma"), (beta, "gamma")))
+
+    # beta goes away: alpha keeps gamma's route, only by the direct path
+    beta.stop()
+    procs.remove(beta)
+    wait_for(lambda: len(routes(alpha, "10.3.0.0/16")[0]["routes"]) == 1, 10 * SLOW, "path via beta gone")
+    wait_for(lambda: routes(alpha, "10.2.0.0/16") == [], 10 * SLOW, "beta's own area gone")
+
+
+def test_import_policy(tmp_path, procs, peer_pki):
+    """alpha accepts from beta only 10.0.0.0/8 up to /24 and only publishers
+    under example.test; the rest is refused and counted. A route limit ends
+    the session with cease 5."""
+    a, b = fresh_addr(), fresh_addr()
+    policy = "reject 10.99.0.0/16 le 32;accept 10.0.0.0/8 le 24;accept publisher *.example.test;reject any"
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, policy)],
+                          "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                         "    area 10.2.0.0/16;\n    area 10.99.1.0/24;\n    area 10.4.4.0/25;\n"
+                         "    area 192.0.2.0/24;\n    publisher www.example.test;\n    publisher www.other.test;\n"
+                         "    handoff cname cdn.beta.test;")
+    wait_up((alpha, "beta"))
+    wait_for(lambda: nbr(alpha, "beta")["end_of_rib"], 10 * SLOW, "End-of-RIB")
+    learned = sorted(d["dest"] for d in routes(alpha) if d["routes"][0]["from"] == "beta")
+    assert learned == ["10.2.0.0/16", "www.example.test"]
+    assert nbr(alpha, "beta")["rejected"] == 4
+
+    # a limit of 1 route: beta's session ends with cease 5 (too many routes)
+    d = fresh_addr()
+    delta = start_speaker(tmp_path, procs, peer_pki, "gamma", d, [("beta", b, "max_routes 1")],
+                          "    area 10.5.0.0/16;\n    handoff cname cdn.gamma.test;")
+    beta2_conf = speaker_conf(peer_pki, "beta", b, [("alpha", a, ""), ("gamma", d, "")],
+                              "    area 10.2.0.0/16;\n    area 10.99.1.0/24;\n    handoff cname cdn.beta.test;")
+    beta.write_config(beta2_conf)
+    beta.proc.send_signal(1)
+    wait_for(lambda: "too many routes" in nbr(delta, "beta")["last_error"], 15 * SLOW, "cease 5")
+
+
+# ---- the router follows the advertisements ---------------------------------------
+
+def router_and_speaker_conf(pki, cdn, addr, neighbors, peer_extra, router_body, hold="3s"):
+    """One ferryd with a router (DNS on addr:5300) and a peer speaker."""
+    text = speaker_conf(pki, cdn, addr, neighbors, peer_extra, hold=hold)
+    return text + f"""router {{
+    cdn {cdn};
+    listen {addr}:5300;
+    learned_delay 0;
+{router_body}
+}}
+"""
+
+
+ALPHA_ROUTER = """
+    node a1 { address 192.0.2.1; }
+    area 0.0.0.0/0 a1;
+    area 203.0.113.0/24 a1;
+    zone example.test {
+        ns ns1.example.test;
+        record ns1 A 192.0.2.53;
+        service www;
+    }
+"""
+
+
+def test_router_follows_advertisements(netns, tmp_path, procs, peer_pki):
+    """alpha runs a router and a speaker in one ferryd; beta advertises
+    198.51.100.0/24 with a CNAME hand-off. A client of that area (as its ECS
+    subnet says) is handed to beta. When the link between the speakers is
+    cut (nft drops), the hold time (3 s) ends the session, the route is
+    withdrawn and the same client is answered with alpha's node; when the
+    link is back, so is the hand-off. A static area for the same prefix
+    would win: 203.0.113.0/24 stays alpha's though beta advertises it."""
+    from test_router import addrs, query
+    import dns.rdatatype
+    a, b = "127.0.1.1", "127.0.2.1"
+    alpha = Ferryd(str(tmp_path), "alpha",
+                   router_and_speaker_conf(peer_pki, "alpha", a, [("beta", b, "")],
+                                           "    area 192.0.2.0/24;\n    handoff cname cdn.alpha.test;",
+                                           ALPHA_ROUTER),
+                   admin_addr=f"{a}:9000")
+    procs.append(alpha)
+    alpha.start([(a, PORT), (a, 9000)])
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                         "    area 198.51.100.0/24;\n    area 203.0.113.0/24;\n"
+                         "    handoff cname cdn.beta.test;", hold="3s")
+
+    def answer(client="198.51.100.7"):
+        r = query(a, "www.example.test", "A", ecs=(client, 32))
+        cname = [str(rr.target) for rrset in r.answer if rrset.rdtype == dns.rdatatype.CNAME for rr in rrset]
+        return cname[0] if cname else ",".join(addrs(r))
+
+    wait_for(lambda: answer().endswith("cdn.beta.test."), 15 * SLOW, "hand-off to beta")
+    assert answer("198.51.99.7") == "192.0.2.1"          # outside beta's area
+    assert answer("203.0.113.9") == "192.0.2.1"          # static area wins over learned
+    assert alpha.metric("ferry_router_decisions_total", 'reason="peer_cname"') >= 1
+
+    # cut the link both ways (the speakers' connections are the only ones on
+    # their port): the session dies by hold timer, the answer changes
+    nft("add table inet cut",
+        "add chain inet cut out { type filter hook output priority 0 ; }",
+        f"add rule inet cut out tcp dport {PORT} drop",
+        f"add rule inet cut out tcp sport {PORT} drop")
+    wait_for(lambda: answer() == "192.0.2.1", 15 * SLOW, "alpha's node once the route is withdrawn")
+    assert "hold timer" in nbr(alpha, "beta")["last_error"] or not established(alpha, "beta")
+    nft("delete table inet cut")
+    wait_for(lambda: answer().endswith("cdn.beta.test."), 20 * SLOW, "the hand-off back with the link")
