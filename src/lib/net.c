@@ -155,9 +155,19 @@ int net_bind_udp_shared(const struct net_addr *a)
 
 int net_connect_tcp(const struct net_addr *a)
 {
+    return net_connect_tcp_from(a, NULL);
+}
+
+int net_connect_tcp_from(const struct net_addr *a, const struct net_addr *src)
+{
     int fd = sock_open(a, SOCK_STREAM);
     if (fd < 0)
         return fd;
+    if (src && bind(fd, (const struct sockaddr *)&src->ss, src->len) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
     if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {
         int err = -errno;
         close(fd);

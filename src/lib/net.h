@@ -41,6 +41,8 @@ int net_bind_udp_shared(const struct net_addr *a);
  * in progress: wait for writability, then net_connect_result) or -errno.
  */
 int net_connect_tcp(const struct net_addr *a);
+/* The same from a source address (its port 0: any), when src is not NULL. */
+int net_connect_tcp_from(const struct net_addr *a, const struct net_addr *src);
 /* After writability: 0 if connected, else -errno of the failure. */
 int net_connect_result(int fd);
 /* Sets TCP_NODELAY. */

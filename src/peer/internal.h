@@ -91,6 +91,8 @@ struct speaker {
     SSL_CTX *server_ctx, *client_ctx; /* owned */
     struct net_addr *listen;      /* owned */
     size_t nlisten;
+    int has_source;
+    struct net_addr source;       /* outbound connections come from here (port 0) */
     void *listeners;              /* owned: nlisten listeners (session.c) */
     struct nbr *nbrs;             /* owned list */
     struct pconn *conns;          /* every live connection */

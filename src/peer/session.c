@@ -709,7 +709,10 @@ void pr__connect(struct nbr *n)
         return;
     char remote[64];
     net_addr_str(&n->addr, remote, sizeof(remote));
-    int fd = net_connect_tcp(&n->addr);
+    const struct net_addr *src = NULL;
+    if (sp->has_source && sp->source.ss.ss_family == n->addr.ss.ss_family)
+        src = &sp->source;
+    int fd = net_connect_tcp_from(&n->addr, src);
     snprintf(n->state_text, sizeof(n->state_text), "Connect");
     if (fd < 0) {
         snprintf(n->last_error, sizeof(n->last_error), "cannot connect to %s: %s", remote, strerror(-fd));

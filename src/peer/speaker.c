@@ -65,6 +65,9 @@ const struct conf_opt peer_opts[] = {
      .help = "This CDN's id (1-32 of a-z 0-9 -), sent in OPEN and written into every PATH."},
     {.name = "listen", .type = CONF_ADDR, .flags = CONF_MULTI,
      .help = "Address the speaker accepts peers on (the protocol's port is 7179)."},
+    {.name = "source", .type = CONF_STR,
+     .help = "Source address of connections to peers (what their firewalls and ours see). "
+             "Default: the first listen address, unless it is a wildcard."},
     {.name = "cert", .type = CONF_PATH, .flags = CONF_REQUIRED,
      .help = "This CDN's certificate chain (PEM), shown to peers; it should carry the URI SAN "
              "ferry-cdn:CDN."},
@@ -477,6 +480,20 @@ static void *peer_create(struct conf *c, const struct conf_node *blk)
             continue;
         }
         sp->nlisten++;
+    }
+    const char *src = conf_str(blk, "source");
+    if (src) {
+        if (net_addr_from(src, 0, &sp->source) < 0) {
+            conf_error(c, conf_find(blk, "source"), "source: \"%s\" is not a numeric address", src);
+            errors++;
+        } else {
+            sp->has_source = 1;
+        }
+    } else if (sp->nlisten) {
+        char h[64];
+        net_addr_host(&sp->listen[0], h, sizeof(h));
+        if (strcmp(h, "0.0.0.0") != 0 && strcmp(h, "::") != 0 && net_addr_from(h, 0, &sp->source) == 0)
+            sp->has_source = 1;
     }
     int64_t hold = conf_int(blk, "hold_time");
     if (hold > 0 && hold < 3000) {
