@@ -258,12 +258,16 @@ static void retry_fire(struct loop_timer *t)
     pr__connect(n);
 }
 
+void pr__nbr_init(struct nbr *n)
+{
+    /* a zeroed timer looks armed (heap index 0): every timer is initialised before use */
+    loop_timer_init(n->sp->loop, &n->retry, retry_fire);
+}
+
 void pr__nbr_arm_retry(struct nbr *n)
 {
     if (!n->has_addr || n->sp->stopping || n->removed)
         return;
-    if (n->retry.cb == NULL)
-        loop_timer_init(n->sp->loop, &n->retry, retry_fire);
     int64_t base = n->sp->retry_min_ms;
     for (unsigned i = 1; i < n->failures && base < n->sp->retry_max_ms; i++)
         base *= 2;

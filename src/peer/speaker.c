@@ -1400,6 +1400,10 @@ static int peer_start(void *inst, const struct role_env *env)
 {
     struct speaker *sp = inst;
     sp->loop = env->main_loop;
+    /* every timer first: destroy stops them all, whatever fails below */
+    loop_timer_init(sp->loop, &sp->feed_timer, feed_fire);
+    for (struct nbr *n = sp->nbrs; n; n = n->next)
+        pr__nbr_init(n);
     sp->rib = rib_create(sp->id, on_change, sp);
     for (struct nbr *n = sp->nbrs; n; n = n->next) {
         n->rib_idx = rib_peer_add(sp->rib, n->id, &n->policy);
@@ -1408,7 +1412,6 @@ static int peer_start(void *inst, const struct role_env *env)
             return -1;
         }
     }
-    loop_timer_init(sp->loop, &sp->feed_timer, feed_fire);
     sp->m_sessions_up = metric_gauge("ferry_peer_sessions_established", NULL, "Peering sessions in Established.");
     sp->m_notif_sent = metric_counter("ferry_peer_notifications_total", "dir=\"sent\"", "NOTIFICATIONs, by direction.");
     sp->m_notif_recv = metric_counter("ferry_peer_notifications_total", "dir=\"received\"", "NOTIFICATIONs, by direction.");
@@ -1502,6 +1505,7 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
         *pm = m->next;
         m->next = NULL;
         m->sp = sp;
+        pr__nbr_init(m);
         m->rib_idx = rib_peer_add(sp->rib, m->id, &m->policy);
         struct nbr **tail = &sp->nbrs;
         while (*tail)
