@@ -356,6 +356,7 @@ static int attrs_decode(const uint8_t *blk, size_t len, struct peer_attrs *a, st
     unsigned seen = 0;
     memset(a, 0, sizeof(*a));
     a->content_types = PEER_CT_STATIC;
+    a->load = a->capacity = a->cost = UINT32_MAX; /* absent until a METRICS entry says */
     while ((rc = tlv_next(blk, len, &pos, &flags, &type, &v, &vl)) == 1) {
         if (type >= 1 && type <= 6) {
             if (seen & (1u << type))
@@ -410,9 +411,7 @@ static int attrs_decode(const uint8_t *blk, size_t len, struct peer_attrs *a, st
         case PEER_ATTR_METRICS:
             if (vl % 6)
                 return fail(err, PEER_ERR_UPDATE, PEER_SUB_ATTR_LENGTH, "METRICS length");
-            if (!a->has_metrics)
-                a->load = a->capacity = a->cost = UINT32_MAX; /* an id not sent is absent, not 0 */
-            a->has_metrics = 1;
+            a->has_metrics = 1; /* an id not sent stays absent (UINT32_MAX), not 0 */
             for (unsigned i = 0; i < vl; i += 6) {
                 uint32_t val = get32(v + i + 2);
                 switch (get16(v + i)) {

@@ -152,7 +152,7 @@ struct peer_attrs {
     unsigned nhandoff;
     struct peer_handoff_target handoff[PEER_MAX_HANDOFFS];
     int has_metrics;
-    uint32_t load, capacity, cost; /* with has_metrics; UINT32_MAX: not sent */
+    uint32_t load, capacity, cost; /* UINT32_MAX: not sent */
     uint8_t content_types;        /* PEER_CT_STATIC when absent */
     uint8_t distribution;
     const uint8_t *authoritative; /* CDN id, or NULL */
