@@ -10,10 +10,13 @@
 #             (192.0.2.0/24, 127.0.1.0/24, the rest of 127/8) with node A, and
 #             hands clients of beta's areas (198.51.100.0/24, 127.0.2.0/24) to
 #             beta: DNS by asking beta's router with the client's subnet (ECS),
-#             HTTP by a redirect to beta's redirector
+#             HTTP by a redirect to beta's redirector. It learns those areas
+#             from beta's advertisements:
+#   peer      127.0.1.53:7179 the peering speaker, in the router's ferryd
 # CDN beta:
 #   router    127.0.2.53:5300 DNS, :8080 HTTP redirector, :9000 admin
 #             authoritative for cdn.beta.test; serves its areas with node B
+#   peer      127.0.2.53:7179 advertises beta's areas to alpha, learns alpha's
 # Node A (alpha), routing by label:
 #   switch    127.0.1.10:8443 (https), :8080 (http), :9000 (admin)
 #             routes each TLS connection to the cache holding its session
@@ -56,6 +59,16 @@ if [ ! -f ca.pem ] || [ ! -f www.pem ]; then
         -extfile www.ext 2>/dev/null
     chmod 600 ca.key www.key
 fi
+# Each CDN's certificate for peering: the URI SAN ferry-cdn:ID names the CDN.
+for cdn in alpha beta; do
+    [ -f $cdn-peer.pem ] && continue
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $cdn-peer.key \
+        -out $cdn-peer.csr -subj "/CN=$cdn" 2>/dev/null
+    printf 'subjectAltName=URI:ferry-cdn:%s\nextendedKeyUsage=serverAuth,clientAuth\n' $cdn > $cdn-peer.ext
+    openssl x509 -req -in $cdn-peer.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $cdn-peer.pem \
+        -days 30 -extfile $cdn-peer.ext 2>/dev/null
+    chmod 600 $cdn-peer.key
+done
 [ -f token ] || { openssl rand -hex 24 > token; chmod 600 token; }
 # Node B's group key (docs/session-wire.md): one key, id 1, readable by the owner only.
 [ -f group.keys ] || { (umask 077; echo "1 $(openssl rand -hex 32)" > group.keys); }
@@ -210,17 +223,28 @@ router {
         status $switch_addr:9000;
         redirect https://alpha-1.example.test:8443;
     }
-    peer beta {
-        handoff ecs;
-        ecs_server 127.0.2.53:5300;
-        ecs_zone cdn.beta.test;
-        redirect http://127.0.2.53:8080;
-    }
+    learned_handoff ecs;              # beta's areas come from its advertisements
     area 0.0.0.0/0 alpha-1;
     area ::/0 alpha-1;
     area 192.0.2.0/24 alpha-1;
-    area 198.51.100.0/24 beta;
-    area 127.0.2.0/24 beta;
+}
+# Peering with beta: we advertise our area, and learn beta's (198.51.100.0/24,
+# 127.0.2.0/24) with the hand-offs beta gives: an ECS query to its router, or
+# a redirect to its redirector.
+peer {
+    cdn alpha;
+    listen 127.0.1.53:7179;
+    cert $run/alpha-peer.pem;
+    key $run/alpha-peer.key;
+    hold_time 9s;
+    area 192.0.2.0/24;
+    publisher $host;
+    handoff cname cdn.alpha.test;
+    handoff http http://127.0.1.53:8080;
+    neighbor beta {
+        address 127.0.2.53:7179;
+        ca $run/ca.pem;
+    }
 }
 CONF
 
@@ -250,14 +274,24 @@ router {
         status 127.0.2.10:9000;
         redirect https://beta-1.example.test:8443;
     }
-    peer alpha {
-        handoff cname;
-        cname cdn.alpha.test;
-        redirect http://127.0.1.53:8080;
-    }
     area 198.51.100.0/24 beta-1;
     area 127.0.2.0/24 beta-1;
-    area 192.0.2.0/24 alpha;
+}
+peer {
+    cdn beta;
+    listen 127.0.2.53:7179;
+    cert $run/beta-peer.pem;
+    key $run/beta-peer.key;
+    hold_time 9s;
+    area 198.51.100.0/24;
+    area 127.0.2.0/24;
+    publisher $host;
+    handoff ecs 127.0.2.53:5300;
+    handoff http http://127.0.2.53:8080;
+    neighbor alpha {
+        address 127.0.1.53:7179;
+        ca $run/ca.pem;
+    }
 }
 CONF
 
@@ -297,7 +331,11 @@ ready() {
         curl -sf -o /dev/null "http://$a:9000/readyz" || return 1
     done
 }
-until ready; do
+# ... and until alpha's router has learned beta's areas by advertisement.
+learned() {
+    "$ferryctl" -c alpha-router.conf route 198.51.100.7 www.example.test 2>/dev/null | grep -q '"learned": *true'
+}
+until ready && learned; do
     i=$((i + 1))
     [ $i -lt 200 ] || { echo "demo: services did not start; see $run/*.log" >&2; exit 1; }
     sleep 0.05
@@ -310,10 +348,10 @@ cat > topology.json.tmp <<JSON
   {"name": "demo-origin", "cdn": "demo", "role": "origin", "address": "$origin_addr",
    "ports": {"http": 8080}},
   {"name": "alpha-router", "cdn": "alpha", "role": "router", "address": "127.0.1.53",
-   "ports": {"dns": 5300, "http": 8080, "admin": 9000}, "zones": ["example.test"],
+   "ports": {"dns": 5300, "http": 8080, "admin": 9000, "peer": 7179}, "zones": ["example.test"],
    "areas": ["192.0.2.0/24", "127.0.0.0/8"]},
   {"name": "beta-router", "cdn": "beta", "role": "router", "address": "127.0.2.53",
-   "ports": {"dns": 5300, "http": 8080, "admin": 9000}, "zones": ["cdn.beta.test", "example.test"],
+   "ports": {"dns": 5300, "http": 8080, "admin": 9000, "peer": 7179}, "zones": ["cdn.beta.test", "example.test"],
    "areas": ["198.51.100.0/24", "127.0.2.0/24"]},
   {"name": "demo-switch", "cdn": "alpha", "role": "switch", "address": "$switch_addr",
    "ports": {"https": 8443, "http": 8080, "admin": 9000}},
@@ -355,6 +393,10 @@ HTTP redirects (the client address decides: 127.0.1.x is alpha's, 127.0.2.x beta
   curl -sL --cacert $run/ca.pem --resolve beta-1.example.test:8443:127.0.2.10 --interface 127.0.2.1 -H 'Host: $host' http://127.0.1.53:8080/static/app.css
   $ferryctl -c $run/alpha-router.conf router
   $ferryctl -c $run/alpha-router.conf route 198.51.100.7 www.example.test
+Peering: beta's areas reached alpha's router by advertisement, not by config:
+  $ferryctl -c $run/alpha-router.conf peers
+  $ferryctl -c $run/alpha-router.conf routes
+  $ferryctl -c $run/beta-router.conf routes 192.0.2.0/24
 
 Through the switch (it routes each TLS session back to the cache that holds it):
   curl -si --cacert $run/ca.pem --resolve $host:8443:$switch_addr https://$host:8443/

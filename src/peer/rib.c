@@ -79,7 +79,7 @@ struct attrs_tmpl {
     char text[PEER_MAX_PATH * (PEER_MAX_ID + 1) + PEER_MAX_HANDOFFS * (PEER_MAX_TARGET + 1) + PEER_MAX_ID + 1];
 };
 
-static const char *const reason_names[] = {"only", "local-pref", "path", "cost", "load", "id"};
+static const char *const reason_names[] = {"only", "local_pref", "path", "cost", "load", "id", "own"};
 
 const char *rib_reason_name(enum rib_reason why)
 {
@@ -532,7 +532,7 @@ static void tmpl_from_update(struct attrs_tmpl *t, const struct peer_attrs *pa, 
  */
 static int route_cmp(const struct rib_route *ra, const struct rib_route *rb, enum rib_reason *why)
 {
-    static const enum rib_reason step[5] = {RIB_WHY_LOCAL_PREF, RIB_WHY_LOCAL_PREF, RIB_WHY_PATH,
+    static const enum rib_reason step[5] = {RIB_WHY_OWN, RIB_WHY_LOCAL_PREF, RIB_WHY_PATH,
                                             RIB_WHY_COST, RIB_WHY_LOAD};
     const struct rib_attrs *a = ra->attrs, *b = rb->attrs;
     /* lower is better in every column */

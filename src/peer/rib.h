@@ -79,6 +79,7 @@ enum rib_reason {
     RIB_WHY_COST,
     RIB_WHY_LOAD,
     RIB_WHY_ID,                  /* the lowest advertiser id */
+    RIB_WHY_OWN,                 /* our own route, over any learned one */
 };
 const char *rib_reason_name(enum rib_reason r);
 

@@ -3,8 +3,9 @@ caches and a switch routing by label) serves over HTTPS and HTTP and resumes
 TLS sessions on the cache that holds them; beta's node B (three caches
 sharing session state, a round-robin switch) resumes on whichever cache a
 client lands. Alpha's router answers its own clients with node A and hands
-beta's (by ECS subnet, or by client address for HTTP) to beta. It writes the
-topology file and stops everything on SIGINT."""
+beta's (by ECS subnet, or by client address for HTTP) to beta, whose areas it
+learned from beta's peering speaker. It writes the topology file and stops
+everything on SIGINT."""
 import json
 import os
 import signal
@@ -84,6 +85,15 @@ def test_demo_runs_and_stops(tmp_path):
         assert a == [sw["address"]], a
         b = subprocess.run(dig + ["+subnet=198.51.100.0/24"], capture_output=True, text=True, timeout=30).stdout.split()
         assert b == [bsw["address"]], b
+        # Beta's areas reached alpha's router by advertisement over the peering
+        # session, not by config: the decision says so.
+        actl = [os.path.join(BUILD, "ferryctl"), "-c", str(tmp_path / "run" / "alpha-router.conf")]
+        out = subprocess.run(actl + ["peers"], capture_output=True, text=True, timeout=30).stdout
+        assert "beta" in out and "Established" in out, out
+        look = json.loads(subprocess.run(actl + ["route", "198.51.100.7", host], capture_output=True, text=True,
+                                         timeout=30).stdout)
+        assert look["learned"] is True and look["peer"] == "beta" and look["reason"] == "peer_ecs", look
+        assert "area 198.51.100.0/24" not in (tmp_path / "run" / "alpha-router.conf").read_text().split("peer {")[0]
         redir = f"http://{ra['address']}:{ra['ports']['http']}/static/app.css"
         s, h, body = curl("-L", "--cacert", topo["ca"], "--resolve", f"alpha-1.example.test:{port}:{sw['address']}",
                           "-H", f"Host: {host}", redir)

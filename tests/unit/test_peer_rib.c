@@ -705,7 +705,7 @@ static void test_own_routes(void **state)
     enum rib_reason why;
     const struct rib_route *b = best_of(r, p, &why);
     assert_int_equal(b->peer, RIB_LOCAL);
-    assert_int_equal(why, RIB_WHY_LOCAL_PREF);  /* even against a LOCAL-PREF of UINT32_MAX */
+    assert_int_equal(why, RIB_WHY_OWN);  /* even against a LOCAL-PREF of UINT32_MAX */
     assert_int_equal(b->attrs->npath, 0);
     assert_int_equal(b->attrs->local_pref, UINT32_MAX);
     assert_int_equal(b->attrs->nhandoff, 1);
@@ -937,7 +937,7 @@ static void test_foreach_and_bad_input(void **state)
     assert_int_equal(rib_peer_add(r, NULL, NULL), -1);
     /* names */
     assert_string_equal(rib_reason_name(RIB_WHY_ONLY), "only");
-    assert_string_equal(rib_reason_name(RIB_WHY_LOCAL_PREF), "local-pref");
+    assert_string_equal(rib_reason_name(RIB_WHY_LOCAL_PREF), "local_pref");
     assert_string_equal(rib_reason_name(RIB_WHY_PATH), "path");
     assert_string_equal(rib_reason_name(RIB_WHY_LOAD), "load");
     assert_string_equal(rib_reason_name(RIB_WHY_ID), "id");
