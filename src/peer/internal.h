@@ -62,7 +62,8 @@ struct nbr {
     X509_STORE *ca;               /* owned, or NULL */
     int has_fp;
     uint8_t fp[32];               /* SHA-256 of the DER certificate */
-    struct rib_policy policy;     /* owned (its rules) */
+    struct rib_policy policy;     /* import; owned (its rules) */
+    struct rib_policy export_pol; /* export rules only; owned */
     uint16_t hold_time;
     int rib_idx;                  /* its index in the RIB */
     struct pconn *session;        /* the Established connection, or NULL */

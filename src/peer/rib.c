@@ -254,6 +254,18 @@ static int policy_accepts(const struct rib_policy *pol, const struct dkey *k, ui
 
 /* ---- destinations ---------------------------------------------------------- */
 
+static int dkey_make(const struct peer_route *p, struct dkey *k);
+
+int rib_policy_allows(const struct rib_policy *pol, const struct rib_dest *d, uint8_t content_types)
+{
+    struct peer_route p;
+    struct dkey k;
+    rib_dest_route(d, &p);
+    if (dkey_make(&p, &k) < 0)
+        return 0;
+    return policy_accepts(pol, &k, content_types);
+}
+
 /* Builds the lookup key of a route; -1 when it is not a valid destination. */
 static int dkey_make(const struct peer_route *p, struct dkey *k)
 {

@@ -189,6 +189,13 @@ void rib_dest_route(const struct rib_dest *d, struct peer_route *out);
  */
 const struct rib_route *rib_export(const struct rib *r, int peer, const struct rib_dest *d);
 
+/*
+ * Does `pol` (its rules and content types, as import applies them) allow
+ * destination d with these content types? For export policies, which the
+ * caller keeps.
+ */
+int rib_policy_allows(const struct rib_policy *pol, const struct rib_dest *d, uint8_t content_types);
+
 /* Memory held, in bytes (destinations, routes, attribute sets, tables). */
 size_t rib_memory(const struct rib *r);
 size_t rib_attrs_count(const struct rib *r);

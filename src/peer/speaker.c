@@ -49,6 +49,9 @@ static const struct conf_opt nbr_opts[] = {
              "accepts."},
     {.name = "reject", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 1, .max_args = 3,
      .help = "Import rule that refuses what it matches (same forms as accept)."},
+    {.name = "export", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 2, .max_args = 4,
+     .help = "Export rule: accept|reject, then a rule of the same forms as accept. Tried in "
+             "order before anything is advertised to this peer; no match advertises."},
     {.name = "max_routes", .type = CONF_INT, .min = 0, .max = INT64_C(100000000), .def = "0",
      .help = "Routes this peer may have accepted at once; beyond, its session ends with cease 5 "
              "(0 = no limit)."},
@@ -93,6 +96,9 @@ const struct conf_opt peer_opts[] = {
      .help = "Quiet time after a route change before the router is given the new routes."},
     {.name = "area", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 1, .max_args = 1,
      .help = "A client prefix this CDN serves, advertised to peers."},
+    {.name = "aggregate", .type = CONF_FLAG, .def = "on",
+     .help = "Advertise our areas aggregated: covered prefixes dropped, sibling prefixes merged "
+             "(10.0.0.0/24 and 10.0.1.0/24 become 10.0.0.0/23)."},
     {.name = "area_file", .type = CONF_PATH, .flags = CONF_MULTI,
      .help = "A file of such prefixes, one per line (# comments)."},
     {.name = "publisher", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 1, .max_args = 1,
@@ -197,16 +203,23 @@ static int uri_valid(const char *u)
 }
 
 /* Parses one import rule's arguments. */
-static int parse_rule(struct conf *c, const struct conf_node *n, struct rib_rule *r)
+/* Parses a rule from n's arguments starting at `first`: PREFIX [le N] | publisher H | uri U | any. */
+static int parse_rule(struct conf *c, const struct conf_node *n, int first, int accept, struct rib_rule *r)
 {
     memset(r, 0, sizeof(*r));
-    r->accept = strcmp(n->name, "accept") == 0;
-    const char *a0 = n->args[0];
-    if (strcmp(a0, "any") == 0 && n->nargs == 1)
+    r->accept = accept;
+    char *const *args = n->args + first;
+    int nargs = n->nargs - first;
+    if (nargs < 1) {
+        conf_error(c, n, "%s: expected a rule: PREFIX [le N], publisher HOST, uri PREFIX or any", n->name);
+        return -1;
+    }
+    const char *a0 = args[0];
+    if (strcmp(a0, "any") == 0 && nargs == 1)
         return 0;
-    if ((strcmp(a0, "publisher") == 0 || strcmp(a0, "uri") == 0) && n->nargs == 2) {
+    if ((strcmp(a0, "publisher") == 0 || strcmp(a0, "uri") == 0) && nargs == 2) {
         int pub = a0[0] == 'p';
-        const char *t = n->args[1];
+        const char *t = args[1];
         const char *h = pub && strncmp(t, "*.", 2) == 0 ? t + 2 : t;
         if (pub ? !host_valid(h) : !uri_valid(t)) {
             conf_error(c, n, "%s: \"%s\" is not a %s", n->name, t, pub ? "host name or *.suffix" : "http(s) URI prefix");
@@ -225,15 +238,15 @@ static int parse_rule(struct conf *c, const struct conf_node *n, struct rib_rule
     r->plen = pr.plen;
     r->le = pr.plen;
     memcpy(r->addr, pr.addr, 16);
-    if (n->nargs == 3 && strcmp(n->args[1], "le") == 0) {
+    if (nargs == 3 && strcmp(args[1], "le") == 0) {
         int64_t le;
         unsigned max = pr.kind == PEER_R_AREA4 ? 32 : 128;
-        if (conf_parse_int(n->args[2], &le) < 0 || le < pr.plen || le > max) {
+        if (conf_parse_int(args[2], &le) < 0 || le < pr.plen || le > max) {
             conf_error(c, n, "%s: le must be between %u and %u", n->name, pr.plen, max);
             return -1;
         }
         r->le = (uint8_t)le;
-    } else if (n->nargs != 1) {
+    } else if (nargs != 1) {
         conf_error(c, n, "%s: expected PREFIX [le N]", n->name);
         return -1;
     }
@@ -296,15 +309,23 @@ static int parse_nbr(struct conf *c, const struct conf_node *b, struct speaker *
     if (ctn && parse_bits(c, ctn, ct_names, 2, &n->policy.content_types) < 0)
         errors++;
     for (const struct conf_node *r = b->child; r; r = r->next) {
-        if (strcmp(r->name, "accept") != 0 && strcmp(r->name, "reject") != 0)
+        int exp = strcmp(r->name, "export") == 0;
+        if (strcmp(r->name, "accept") != 0 && strcmp(r->name, "reject") != 0 && !exp)
             continue;
         struct rib_rule rule;
-        if (parse_rule(c, r, &rule) < 0) {
+        struct rib_policy *pol = exp ? &n->export_pol : &n->policy;
+        int accept = exp ? strcmp(r->args[0], "accept") == 0 : strcmp(r->name, "accept") == 0;
+        if (exp && !accept && strcmp(r->args[0], "reject") != 0) {
+            conf_error(c, r, "export: expected accept or reject, then a rule");
             errors++;
             continue;
         }
-        n->policy.rules = xrealloc(n->policy.rules, (n->policy.nrules + 1) * sizeof(rule));
-        n->policy.rules[n->policy.nrules++] = rule;
+        if (parse_rule(c, r, exp, accept, &rule) < 0) {
+            errors++;
+            continue;
+        }
+        pol->rules = xrealloc(pol->rules, (pol->nrules + 1) * sizeof(rule));
+        pol->rules[pol->nrules++] = rule;
     }
     /* append, keeping config order */
     struct nbr **tail = &sp->nbrs;
@@ -333,10 +354,9 @@ static void key_put(struct buf *out, const struct peer_route *r)
 /* Reads one key at *pos; returns 0 at the end. */
 static int key_next(const struct buf *b, size_t *pos, struct peer_route *r)
 {
-    const uint8_t *p = (const uint8_t *)b->data + *pos;
-    size_t left = b->len - *pos;
-    if (left < 2)
+    if (b->data == NULL || b->len < *pos + 2)
         return 0;
+    const uint8_t *p = (const uint8_t *)b->data + *pos;
     memset(r, 0, sizeof(*r));
     r->kind = p[0];
     if (r->kind == PEER_R_AREA4 || r->kind == PEER_R_AREA6) {
@@ -350,6 +370,100 @@ static int key_next(const struct buf *b, size_t *pos, struct peer_route *r)
         *pos += 3u + r->len;
     }
     return 1;
+}
+
+/* ---- aggregation of our own areas -------------------------------------------- */
+
+struct agg {
+    unsigned __int128 a;          /* the address, left-aligned in 128 bits */
+    uint8_t plen;
+};
+
+static int agg_cmp(const void *x, const void *y)
+{
+    const struct agg *p = x, *q = y;
+    if (p->a != q->a)
+        return p->a < q->a ? -1 : 1;
+    return (int)p->plen - (int)q->plen;
+}
+
+static unsigned __int128 agg_mask(unsigned plen)
+{
+    return plen == 0 ? 0 : ~(unsigned __int128)0 << (128 - plen);
+}
+
+/*
+ * Aggregates one family's prefixes in place: drops prefixes covered by
+ * another, and merges sibling pairs into their parent, repeatedly (so
+ * 10.0.0.0/24 + 10.0.1.0/24 become 10.0.0.0/23). Returns the new count.
+ */
+static size_t aggregate(struct agg *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof(*v), agg_cmp);
+    size_t top = 0; /* v[0..top) is the stack */
+    for (size_t i = 0; i < n; i++) {
+        struct agg cur = v[i];
+        if (top && v[top - 1].plen <= cur.plen && ((cur.a ^ v[top - 1].a) & agg_mask(v[top - 1].plen)) == 0)
+            continue; /* covered by the last kept */
+        v[top++] = cur;
+        while (top >= 2) {
+            struct agg *x = &v[top - 2], *y = &v[top - 1];
+            if (x->plen != y->plen || x->plen == 0)
+                break;
+            unsigned __int128 bit = (unsigned __int128)1 << (128 - x->plen);
+            if ((x->a & bit) || y->a != (x->a | bit))
+                break;
+            x->plen--; /* sorted input: whatever is below x on the stack lies before it */
+            top--;
+        }
+    }
+    return top;
+}
+
+/* Rewrites the area keys of `keys` aggregated; content units are kept as they are. */
+static void aggregate_keys(struct buf *keys)
+{
+    struct agg *v[2] = {NULL, NULL};
+    size_t n[2] = {0, 0}, cap[2] = {0, 0};
+    struct buf units;
+    buf_init(&units);
+    size_t pos = 0, at = 0;
+    struct peer_route r;
+    while (key_next(keys, &pos, &r)) {
+        if (r.kind == PEER_R_AREA4 || r.kind == PEER_R_AREA6) {
+            int f = r.kind == PEER_R_AREA6;
+            if (n[f] == cap[f]) {
+                cap[f] = cap[f] ? cap[f] * 2 : 64;
+                v[f] = xrealloc(v[f], cap[f] * sizeof(*v[f]));
+            }
+            /* big-endian over all 16 bytes: an IPv4 address lands in the top 32 bits */
+            unsigned __int128 a = 0;
+            for (unsigned i = 0; i < 16; i++)
+                a = a << 8 | r.addr[i];
+            v[f][n[f]].a = a;
+            v[f][n[f]++].plen = r.plen;
+        } else {
+            buf_append(&units, keys->data + at, pos - at);
+        }
+        at = pos;
+    }
+    buf_reset(keys);
+    for (int f = 0; f < 2; f++) {
+        size_t k = aggregate(v[f], n[f]);
+        for (size_t i = 0; i < k; i++) {
+            struct peer_route o = {.kind = f ? PEER_R_AREA6 : PEER_R_AREA4, .plen = v[f][i].plen};
+            unsigned __int128 a = v[f][i].a;
+            for (int b = 15; b >= 0; b--, a >>= 8)
+                o.addr[b] = (uint8_t)a;
+            key_put(keys, &o);
+        }
+        free(v[f]);
+    }
+    if (units.len)
+        buf_append(keys, units.data, units.len);
+    buf_fini(&units);
 }
 
 static int add_unit(struct speaker *sp, const char *t, struct buf *out)
@@ -561,6 +675,8 @@ static void *peer_create(struct conf *c, const struct conf_node *blk)
     }
     for (n = conf_find(blk, "content_file"); n; n = conf_next(n))
         errors += read_list_file(c, n, sp, 0, &sp->originated);
+    if (conf_int(blk, "aggregate"))
+        aggregate_keys(&sp->originated);
     for (n = conf_find(blk, "neighbor"); n; n = conf_next(n))
         errors += parse_nbr(c, n, sp);
     char err[300];
@@ -754,6 +870,8 @@ static void batch_add(struct nbr *n, struct pconn *c, struct out_batch *ob, cons
     const struct rib_route *rt = rib_export(n->sp->rib, n->rib_idx, d);
     if (rt && !session_carries(c, d, rt))
         rt = NULL;
+    if (rt && n->export_pol.nrules && !rib_policy_allows(&n->export_pol, d, rt->attrs->content_types))
+        rt = NULL;
     if (rt == NULL) {
         if (withdraw_if_none) {
             if (ob->nwd == ob->capwd) {
@@ -788,6 +906,7 @@ struct dump_ctx {
     struct pconn *c;
     struct out_batch *ob;
     int family;                   /* 0 all, else PEER_FAM_* */
+    int withdraw;                 /* also withdraw what the peer must not hold (after a policy change) */
 };
 
 static int dump_one(void *arg, const struct rib_dest *d)
@@ -796,16 +915,16 @@ static int dump_one(void *arg, const struct rib_dest *d)
     int area = d->kind == PEER_R_AREA4 || d->kind == PEER_R_AREA6;
     if (x->family && !(x->family & (area ? PEER_FAM_AREAS : PEER_FAM_CONTENT)))
         return 0;
-    batch_add(x->n, x->c, x->ob, d, 0);
+    batch_add(x->n, x->c, x->ob, d, x->withdraw);
     return 0;
 }
 
-/* Sends n everything it should hold, then End-of-RIB. */
-static void send_dump(struct nbr *n, struct pconn *c, int family)
+/* Sends n everything it should hold (withdrawing the rest when `withdraw`), then End-of-RIB. */
+static void send_dump(struct nbr *n, struct pconn *c, int family, int withdraw)
 {
     struct out_batch ob;
     memset(&ob, 0, sizeof(ob));
-    struct dump_ctx x = {.n = n, .c = c, .ob = &ob, .family = family};
+    struct dump_ctx x = {.n = n, .c = c, .ob = &ob, .family = family, .withdraw = withdraw};
     rib_foreach(n->sp->rib, dump_one, &x);
     batch_flush(n, c, &ob);
     batch_fini(&ob);
@@ -818,7 +937,7 @@ static void send_dump(struct nbr *n, struct pconn *c, int family)
 
 void pr__send_all(struct nbr *n, struct pconn *c)
 {
-    send_dump(n, c, 0);
+    send_dump(n, c, 0, 0);
 }
 
 static void flush_nbr(struct nbr *n)
@@ -833,7 +952,7 @@ static void flush_nbr(struct nbr *n)
         n->pending_full = 0;
         buf_reset(&n->pending);
         log_info("peer %s: too many changes queued; sending the whole table again", n->id);
-        send_dump(n, c, 0);
+        send_dump(n, c, 0, 1);
         return;
     }
     if (n->pending.len == 0)
@@ -878,7 +997,7 @@ void pr__session_up(struct nbr *n, struct pconn *c)
     n->pending_full = 0;
     metric_add(sp->m_sessions_up, 1);
     n->last_error[0] = 0;
-    send_dump(n, c, 0);
+    send_dump(n, c, 0, 0);
 }
 
 void pr__session_down(struct nbr *n, struct pconn *c)
@@ -921,7 +1040,7 @@ int pr__session_update(struct nbr *n, struct pconn *c, const struct peer_update 
 void pr__session_refresh(struct nbr *n, struct pconn *c, uint8_t family)
 {
     log_info("peer %s: route refresh asked for family %u", n->id, family);
-    send_dump(n, c, family == 1 ? PEER_FAM_AREAS : family == 2 ? PEER_FAM_CONTENT : 0);
+    send_dump(n, c, family == 1 ? PEER_FAM_AREAS : family == 2 ? PEER_FAM_CONTENT : 0, 0);
 }
 
 /* ---- the feed to the router ----------------------------------------------------- */
@@ -1480,6 +1599,12 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
         n->policy = m->policy;
         memset(&m->policy, 0, sizeof(m->policy));
         rib_peer_policy(sp->rib, n->rib_idx, &n->policy);
+        rib_policy_free(&n->export_pol);
+        n->export_pol = m->export_pol;
+        memset(&m->export_pol, 0, sizeof(m->export_pol));
+        /* what this peer may be sent may have changed: send the table again, withdrawing the rest */
+        if (n->session)
+            send_dump(n, n->session, 0, 1);
         X509_STORE_free(n->ca);
         n->ca = m->ca;
         m->ca = NULL;
@@ -1535,6 +1660,7 @@ static void peer_drain(void *inst, void (*done)(void *), void *arg)
 static void nbr_free(struct nbr *n)
 {
     rib_policy_free(&n->policy);
+    rib_policy_free(&n->export_pol);
     X509_STORE_free(n->ca);
     buf_fini(&n->pending);
     free(n);

@@ -171,17 +171,17 @@ def test_session_loss_withdraws(tmp_path, procs, peer_pki):
     a, b = fresh_addr(), fresh_addr()
     alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")],
                           "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
-    beta_conf = ("    area 10.2.0.0/16;\n    area 10.3.0.0/16;\n    handoff cname cdn.beta.test;")
+    beta_conf = ("    area 10.2.0.0/16;\n    area 10.5.0.0/16;\n    handoff cname cdn.beta.test;")
     beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")], beta_conf)
     wait_up((alpha, "beta"))
-    wait_for(lambda: best_from(alpha, "10.3.0.0/16") == "beta", 10 * SLOW, "beta's routes at alpha")
+    wait_for(lambda: best_from(alpha, "10.5.0.0/16") == "beta", 10 * SLOW, "beta's routes at alpha")
     beta.stop()
     procs.remove(beta)
-    wait_for(lambda: not routes(alpha, "10.3.0.0/16"), 10 * SLOW, "beta's routes withdrawn")
+    wait_for(lambda: not routes(alpha, "10.5.0.0/16"), 10 * SLOW, "beta's routes withdrawn")
     assert nbr(alpha, "beta")["state"] != "Established"
     assert "administrative shutdown" in nbr(alpha, "beta")["last_error"]
     beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")], beta_conf)
-    wait_for(lambda: best_from(alpha, "10.3.0.0/16") == "beta", 15 * SLOW, "beta's routes back")
+    wait_for(lambda: best_from(alpha, "10.5.0.0/16") == "beta", 15 * SLOW, "beta's routes back")
     assert nbr(alpha, "beta")["established"] >= 2
 
 
@@ -196,10 +196,14 @@ def test_wrong_certificate_refused(tmp_path, procs, peer_pki, cert):
                           "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
     beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
                          "    area 10.2.0.0/16;\n    handoff cname cdn.beta.test;", cert=cert)
-    wait_for(lambda: alpha.metric("ferry_peer_connections_refused_total") >= 2, 10 * SLOW, "refusals")
+    # alpha connects to beta and refuses what beta shows; beta's connections to alpha are
+    # refused too (no neighbor's pin matches), so neither side ever gets a session
+    wait_for(lambda: "does not match the configured pin" in nbr(alpha, "beta")["last_error"], 10 * SLOW,
+             "alpha refusing beta's certificate")
+    wait_for(lambda: "matches no configured peer" in alpha.proc.output(), 10 * SLOW, "beta's connections refused")
+    assert alpha.metric("ferry_peer_connections_refused_total") >= 2
     assert not established(alpha, "beta") and not established(beta, "alpha")
     assert routes(alpha, "10.2.0.0/16") == []
-    assert "pin" in nbr(alpha, "beta")["last_error"] or "certificate" in alpha.proc.output()
 
 
 def test_fingerprint_pin(tmp_path, procs, peer_pki):
@@ -308,6 +312,36 @@ def test_malformed_messages_get_notification(tmp_path, procs, peer_pki):
     s.close()
     assert alpha.proc.alive()
     assert alpha.metric("ferry_peer_notifications_total", 'dir="sent"') >= 3
+
+
+def test_aggregation_and_export_policy(tmp_path, procs, peer_pki):
+    """beta's own areas go out aggregated (siblings merged, covered prefixes
+    dropped); its export rules for alpha hold some back. A reload that changes
+    the rules re-sends the table: what is now allowed is announced, what is
+    now refused is withdrawn."""
+    a, b = fresh_addr(), fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")],
+                          "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    areas = ("    area 10.8.0.0/24;\n    area 10.8.1.0/24;\n    area 10.8.2.0/24;\n    area 10.8.0.128/25;\n"
+             "    area 2001:db8::/49;\n    area 2001:db8:0:8000::/49;\n"
+             "    publisher www.open.test;\n    publisher www.secret.test;\n    handoff cname cdn.beta.test;")
+    rules = "export reject 10.8.2.0/24;export reject publisher www.secret.test;export accept any"
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, rules)], areas)
+    wait_up((alpha, "beta"))
+    wait_for(lambda: nbr(alpha, "beta")["end_of_rib"], 10 * SLOW, "End-of-RIB")
+
+    def learned():
+        return sorted(d["dest"] for d in routes(alpha) if d["routes"][0]["from"] == "beta")
+    assert learned() == ["10.8.0.0/23", "2001:db8::/48", "www.open.test"]
+    # beta's own view: aggregated too
+    assert sorted(d["dest"] for d in routes(beta) if d["routes"][0]["from"] == "local") == [
+        "10.8.0.0/23", "10.8.2.0/24", "2001:db8::/48", "www.open.test", "www.secret.test"]
+
+    beta.write_config(speaker_conf(peer_pki, "beta", b, [("alpha", a, "export reject 10.8.0.0/16 le 23")], areas))
+    beta.proc.send_signal(1)
+    wait_for(lambda: learned() == ["10.8.2.0/24", "2001:db8::/48", "www.open.test", "www.secret.test"],
+             10 * SLOW, "the new export rules applied")
+    assert established(alpha, "beta") and nbr(alpha, "beta")["established"] == 1
 
 
 def raw_session(pki, cdn, addr):
