@@ -1291,6 +1291,8 @@ static int api_peers(void *arg, const struct admin_req *req, struct buf *out, co
         for (struct nbr *n = sp->nbrs; n; n = n->next) {
             char a[64];
             struct rib_peer_stats st;
+            if (n->removed)
+                continue;
             rib_peer_stats(sp->rib, n->rib_idx, &st);
             buf_printf(out, "%-16s %-22s %-12s %8zu %8zu %9llu %7llu  %s\n", n->id,
                        n->has_addr ? net_addr_str(&n->addr, a, sizeof(a)) : "passive",
@@ -1319,6 +1321,8 @@ static int api_peers(void *arg, const struct admin_req *req, struct buf *out, co
     for (struct nbr *n = sp->nbrs; n; n = n->next) {
         char a[64];
         struct rib_peer_stats st;
+        if (n->removed)
+            continue; /* gone from the config at a reload */
         rib_peer_stats(sp->rib, n->rib_idx, &st);
         json_obj_begin(&j);
         json_kv_str(&j, "cdn", n->id);
@@ -1564,6 +1568,27 @@ static int peer_start(void *inst, const struct role_env *env)
     return 0;
 }
 
+static int rule_equal(const struct rib_rule *a, const struct rib_rule *b)
+{
+    return a->accept == b->accept && a->kind == b->kind && a->plen == b->plen && a->le == b->le &&
+           memcmp(a->addr, b->addr, sizeof(a->addr)) == 0 &&
+           ((a->text == NULL && b->text == NULL) || (a->text && b->text && strcmp(a->text, b->text) == 0));
+}
+
+/* Same rules (and, unless rules_only, the same local pref, limit and content types)? */
+static int policy_equal(const struct rib_policy *a, const struct rib_policy *b, int rules_only)
+{
+    if (a->nrules != b->nrules)
+        return 0;
+    if (!rules_only && (a->local_pref != b->local_pref || a->max_routes != b->max_routes ||
+                        a->content_types != b->content_types))
+        return 0;
+    for (size_t i = 0; i < a->nrules; i++)
+        if (!rule_equal(&a->rules[i], &b->rules[i]))
+            return 0;
+    return 1;
+}
+
 static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
 {
     struct speaker *sp = inst, *f = fresh_inst;
@@ -1595,6 +1620,9 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
             pr__nbr_stop(n, PEER_SUB_CONFIG);
             continue;
         }
+        int import_changed = !policy_equal(&n->policy, &m->policy, 0);
+        int export_changed = !policy_equal(&n->export_pol, &m->export_pol, 1) ||
+                             n->policy.transit != m->policy.transit;
         rib_policy_free(&n->policy);
         n->policy = m->policy;
         memset(&m->policy, 0, sizeof(m->policy));
@@ -1602,9 +1630,20 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
         rib_policy_free(&n->export_pol);
         n->export_pol = m->export_pol;
         memset(&m->export_pol, 0, sizeof(m->export_pol));
-        /* what this peer may be sent may have changed: send the table again, withdrawing the rest */
-        if (n->session)
+        /* what this peer may be sent changed: send the table again, withdrawing the rest */
+        if (n->session && export_changed)
             send_dump(n, n->session, 0, 1);
+        /* what we accept changed: routes refused before may now be wanted; ask again */
+        if (n->session && import_changed && n->session->fsm.route_refresh) {
+            for (uint8_t fam = 1; fam <= 2; fam++) {
+                if (n->session->fsm.families & (fam == 1 ? PEER_FAM_AREAS : PEER_FAM_CONTENT)) {
+                    peer_encode_route_refresh(&n->session->out, fam);
+                    n->session->fsm.msgs_out++;
+                }
+            }
+            log_info("peer %s: import policy changed: route refresh sent", n->id);
+            pr__conn_send(n->session);
+        }
         X509_STORE_free(n->ca);
         n->ca = m->ca;
         m->ca = NULL;

@@ -344,6 +344,37 @@ def test_aggregation_and_export_policy(tmp_path, procs, peer_pki):
     assert established(alpha, "beta") and nbr(alpha, "beta")["established"] == 1
 
 
+def test_reload_policy_and_neighbors(tmp_path, procs, peer_pki):
+    """Reloads change a running speaker: a relaxed import policy asks the peer
+    for its routes again (ROUTE-REFRESH) without resetting the session; a new
+    neighbor is connected; a removed one gets cease 6 (configuration change)
+    and its routes are withdrawn."""
+    a, b, c = fresh_addr(), fresh_addr(), fresh_addr()
+    own = "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;"
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "reject 10.4.0.0/16 le 32")], own)
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                         "    area 10.2.0.0/16;\n    area 10.4.4.0/24;\n    handoff cname cdn.beta.test;")
+    gamma = start_speaker(tmp_path, procs, peer_pki, "gamma", c, [("alpha", a, "")],
+                          "    area 10.3.0.0/16;\n    handoff cname cdn.gamma.test;")
+    wait_up((alpha, "beta"))
+    wait_for(lambda: nbr(alpha, "beta")["end_of_rib"], 10 * SLOW, "End-of-RIB")
+    assert routes(alpha, "10.4.4.0/24") == [] and nbr(alpha, "beta")["rejected"] == 1
+
+    alpha.write_config(speaker_conf(peer_pki, "alpha", a, [("beta", b, ""), ("gamma", c, "")], own))
+    alpha.proc.send_signal(1)
+    wait_for(lambda: best_from(alpha, "10.4.4.0/24") == "beta", 10 * SLOW, "the refused route, asked again")
+    assert nbr(alpha, "beta")["established"] == 1
+    assert "route refresh" in alpha.proc.output()
+    wait_for(lambda: best_from(alpha, "10.3.0.0/16") == "gamma", 15 * SLOW, "the new neighbor's routes")
+
+    alpha.write_config(speaker_conf(peer_pki, "alpha", a, [("gamma", c, "")], own))
+    alpha.proc.send_signal(1)
+    wait_for(lambda: routes(alpha, "10.2.0.0/16") == [], 10 * SLOW, "the removed neighbor's routes gone")
+    wait_for(lambda: "configuration change" in nbr(beta, "alpha")["last_error"], 10 * SLOW, "cease 6 at beta")
+    assert best_from(alpha, "10.3.0.0/16") == "gamma"
+    assert all(n["cdn"] != "beta" or n["state"] != "Established" for n in api(alpha, "/peers")["neighbors"])
+
+
 def raw_session(pki, cdn, addr):
     """A hand-made peer: TLS with cdn's certificate, OPEN, KEEPALIVE."""
     s = tls_client(pki, cdn, addr)
