@@ -44,7 +44,7 @@ struct pconn {
     enum pconn_phase phase;
     struct peer_fsm fsm;
     struct buf in, out;           /* bytes received not yet framed; bytes to send */
-    struct loop_timer hold, keepalive, deadline;
+    struct loop_timer hold, keepalive, deadline, resume; /* resume: reading goes on after a yield */
     int want_write;               /* SSL_write wants writability */
     int close_after_send;
     int closed;                   /* being freed */

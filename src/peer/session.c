@@ -31,10 +31,12 @@
 static const unsigned char alpn_wire[] = "\x0c" "ferry-peer/1";
 #define ALPN_ID "ferry-peer/1"
 #define READ_CHUNK 65536
+#define READ_BUDGET (4u << 20)       /* bytes read per loop iteration before yielding */
 #define CLOSE_LINGER_MS 1000
 
 static void conn_io(struct loop_io *io, unsigned events);
 static void conn_free(void *arg);
+static void read_more(struct loop_timer *t);
 
 /* ---- TLS contexts ---------------------------------------------------- */
 
@@ -212,6 +214,7 @@ static struct pconn *conn_new(struct speaker *sp, int fd, int outbound, const ch
     loop_timer_init(sp->loop, &c->hold, NULL);
     loop_timer_init(sp->loop, &c->keepalive, NULL);
     loop_timer_init(sp->loop, &c->deadline, NULL);
+    loop_timer_init(sp->loop, &c->resume, read_more);
     c->next = sp->conns;
     sp->conns = c;
     return c;
@@ -283,8 +286,9 @@ void pr__nbr_arm_retry(struct nbr *n)
 /* Tries to write c->out; returns -1 on a fatal write error. */
 static int flush_out(struct pconn *c)
 {
-    while (c->out.len > 0) {
-        int w = SSL_write(c->ssl, c->out.data, (int)(c->out.len > (1u << 30) ? (1u << 30) : c->out.len));
+    while (buf_avail(&c->out) > 0) {
+        size_t n = buf_avail(&c->out);
+        int w = SSL_write(c->ssl, buf_head(&c->out), (int)(n > (1u << 30) ? (1u << 30) : n));
         if (w > 0) {
             buf_consume(&c->out, (size_t)w);
             continue;
@@ -333,7 +337,7 @@ void pr__conn_close(struct pconn *c, const char *why)
     struct nbr *n = c->nbr;
     if (why)
         log_info("peer %s (%s): connection closed: %s", who(c), c->remote, why);
-    if (c->ssl && c->phase == PC_OPEN && c->out.len)
+    if (c->ssl && c->phase == PC_OPEN && buf_avail(&c->out))
         (void)flush_out(c);
     if (c->ssl && c->phase >= PC_OPEN)
         (void)SSL_shutdown(c->ssl);
@@ -341,6 +345,7 @@ void pr__conn_close(struct pconn *c, const char *why)
     loop_timer_stop(&c->hold);
     loop_timer_stop(&c->keepalive);
     loop_timer_stop(&c->deadline);
+    loop_timer_stop(&c->resume);
     loop_io_close(&c->io);
     if (n) {
         if (n->session == c) {
@@ -607,10 +612,35 @@ static void start_tls(struct pconn *c)
     do_handshake(c);
 }
 
-/* Reads what TLS has, frames it and feeds each message to the state machine. */
+static void read_messages(struct pconn *c);
+
+static void read_more(struct loop_timer *t)
+{
+    struct pconn *c = (struct pconn *)((char *)t - offsetof(struct pconn, resume));
+    if (c->closed || c->phase != PC_OPEN)
+        return;
+    read_messages(c);
+    if (!c->closed && c->want_write && buf_avail(&c->out))
+        (void)flush_out(c);
+    update_interest(c);
+}
+
+/*
+ * Reads what TLS has, frames it and feeds each message to the state
+ * machine. A peer sending a whole table could keep this busy for seconds:
+ * after READ_BUDGET bytes it yields to the loop (other sessions, timers,
+ * the admin API) and goes on from a 1 ms timer (not from epoll: TLS may
+ * hold decrypted bytes the socket no longer shows).
+ */
 static void read_messages(struct pconn *c)
 {
+    size_t budget = READ_BUDGET;
     for (;;) {
+        if (budget < READ_CHUNK) {
+            if (!loop_timer_active(&c->resume))
+                loop_timer_start(&c->resume, 1);
+            return;
+        }
         char *p = buf_reserve(&c->in, READ_CHUNK);
         ERR_clear_error();
         int r = SSL_read(c->ssl, p, READ_CHUNK);
@@ -631,11 +661,13 @@ static void read_messages(struct pconn *c)
             return;
         }
         buf_commit(&c->in, (size_t)r);
+        budget -= (size_t)r;
         size_t off = 0;
         while (!c->closed) {
             uint8_t type;
             struct peer_err err;
-            long m = peer_frame((const uint8_t *)c->in.data + off, c->in.len - off, c->fsm.cfg.max_message,
+            const uint8_t *head = (const uint8_t *)buf_head(&c->in);
+            long m = peer_frame(head + off, buf_avail(&c->in) - off, c->fsm.cfg.max_message,
                                 &type, &err);
             if (m == 0)
                 break;
@@ -646,7 +678,7 @@ static void read_messages(struct pconn *c)
                 return;
             }
             struct peer_actions a;
-            peer_fsm_event(&c->fsm, PEER_EV_MESSAGE, (const uint8_t *)c->in.data + off, (size_t)m, &c->out, &a);
+            peer_fsm_event(&c->fsm, PEER_EV_MESSAGE, head + off, (size_t)m, &c->out, &a);
             off += (size_t)m;
             if (type == PEER_NOTIFICATION && c->nbr) {
                 snprintf(c->nbr->last_error, sizeof(c->nbr->last_error), "received: %s",
@@ -693,7 +725,7 @@ static void conn_io(struct loop_io *io, unsigned events)
         }
         if (events & (LOOP_READ | LOOP_ERROR))
             read_messages(c);
-        if (!c->closed && c->want_write && c->out.len)
+        if (!c->closed && c->want_write && buf_avail(&c->out))
             (void)flush_out(c);
         update_interest(c);
         return;

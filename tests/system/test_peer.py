@@ -375,6 +375,29 @@ def test_reload_policy_and_neighbors(tmp_path, procs, peer_pki):
     assert all(n["cdn"] != "beta" or n["state"] != "Established" for n in api(alpha, "/peers")["neighbors"])
 
 
+def test_large_table_in_many_messages(tmp_path, procs, peer_pki):
+    """A table larger than what the receiver reads in one go (4 MiB per loop
+    turn) and than one message (1 MiB): 20,000 areas unaggregated and 3,000
+    URI prefixes of 2,000 bytes each. It arrives whole, in many UPDATEs, and
+    the receiver answers its admin API meanwhile."""
+    a, b = fresh_addr(), fresh_addr()
+    areas = tmp_path / "areas.txt"
+    units = tmp_path / "units.txt"
+    areas.write_text("".join(f"10.{i >> 8}.{i & 255}.0/24\n" for i in range(20000)))
+    units.write_text("".join(f"https://www.example.test/{i:06d}/{'x' * 1960}\n" for i in range(3000)))
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")],
+                          "    area 192.0.2.0/24;\n    handoff cname cdn.alpha.test;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                         f"    aggregate off;\n    area_file {areas};\n    content_file {units};\n"
+                         "    handoff cname cdn.beta.test;")
+    wait_for(lambda: nbr(alpha, "beta")["end_of_rib"], 60 * SLOW, "the whole table")
+    n = nbr(alpha, "beta")
+    # 6 MB of URIs in messages of at most 1 MiB, the areas, End-of-RIB
+    assert n["routes"] == 23000 and n["updates_in"] >= 8, n
+    assert routes(alpha, "https://www.example.test/002999/" + "x" * 1960)[0]["routes"][0]["from"] == "beta"
+    assert nbr(beta, "alpha")["updates_out"] == n["updates_in"]
+
+
 def raw_session(pki, cdn, addr):
     """A hand-made peer: TLS with cdn's certificate, OPEN, KEEPALIVE."""
     s = tls_client(pki, cdn, addr)
