@@ -140,6 +140,5 @@ void pr__session_up(struct nbr *n, struct pconn *c);
 void pr__session_down(struct nbr *n, struct pconn *c);
 int pr__session_update(struct nbr *n, struct pconn *c, const struct peer_update *u);
 void pr__session_refresh(struct nbr *n, struct pconn *c, uint8_t family);
-void pr__send_all(struct nbr *n, struct pconn *c);
 
 #endif

@@ -935,11 +935,6 @@ static void send_dump(struct nbr *n, struct pconn *c, int family, int withdraw)
     pr__conn_send(c);
 }
 
-void pr__send_all(struct nbr *n, struct pconn *c)
-{
-    send_dump(n, c, 0, 0);
-}
-
 static void flush_nbr(struct nbr *n)
 {
     struct pconn *c = n->session;
