@@ -81,6 +81,14 @@ void feed_unsubscribe(feed_cb cb, void *arg)
             subs[i].cb = NULL;
 }
 
+int feed_has_subscribers(void)
+{
+    for (unsigned i = 0; i < MAX_SUBS; i++)
+        if (subs[i].cb)
+            return 1;
+    return 0;
+}
+
 void feed_set_publisher(int present)
 {
     publisher = present;

@@ -91,6 +91,8 @@ typedef void (*feed_cb)(void *arg);
 /* Calls cb(arg) after each publish. Returns 0, or -1 when the table is full. */
 int feed_subscribe(feed_cb cb, void *arg);
 void feed_unsubscribe(feed_cb cb, void *arg);
+/* Is anyone listening? A publisher with no subscriber need not build snapshots at all. */
+int feed_has_subscribers(void);
 
 /* Is any peer role publishing in this process? (It calls this at start.) */
 void feed_set_publisher(int present);

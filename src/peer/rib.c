@@ -963,18 +963,23 @@ void rib_dest_route(const struct rib_dest *d, struct peer_route *out)
     }
 }
 
-const struct rib_route *rib_export(const struct rib *r, int peer, const struct rib_dest *d)
+int rib_exportable(const struct rib *r, int peer, const struct rib_route *rt)
 {
     const struct rib_peer *p = peer_get(r, peer);
+    if (p == NULL || rt == NULL || rt->peer == peer)
+        return 0;
+    if (rt->peer != RIB_LOCAL && !p->pol.transit)
+        return 0;
+    for (unsigned i = 0; i < rt->attrs->npath; i++)
+        if (strcmp(rt->attrs->path[i], p->id) == 0)
+            return 0;
+    return 1;
+}
+
+const struct rib_route *rib_export(const struct rib *r, int peer, const struct rib_dest *d)
+{
     const struct rib_route *best = d ? d->routes : NULL;
-    if (p == NULL || best == NULL || best->peer == peer)
-        return NULL;
-    if (best->peer != RIB_LOCAL && !p->pol.transit)
-        return NULL;
-    for (unsigned i = 0; i < best->attrs->npath; i++)
-        if (strcmp(best->attrs->path[i], p->id) == 0)
-            return NULL;
-    return best;
+    return rib_exportable(r, peer, best) ? best : NULL;
 }
 
 size_t rib_memory(const struct rib *r)

@@ -188,6 +188,8 @@ void rib_dest_route(const struct rib_dest *d, struct peer_route *out);
  * PATH already holds the peer's id.
  */
 const struct rib_route *rib_export(const struct rib *r, int peer, const struct rib_dest *d);
+/* The same test for any route (the `old` of a change callback, say): may `peer` be sent rt? */
+int rib_exportable(const struct rib *r, int peer, const struct rib_route *rt);
 
 /*
  * Does `pol` (its rules and content types, as import applies them) allow

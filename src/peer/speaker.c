@@ -703,6 +703,9 @@ static void queue_flush(struct speaker *sp)
     }
 }
 
+/* Could `n` have been sent rt, or be sent it now (the rules of batch_add)? */
+static int nbr_may_hold(const struct nbr *n, const struct rib_dest *d, const struct rib_route *rt);
+
 static void on_change(void *arg, const struct rib_dest *d, const struct rib_route *old, const struct rib_route *now)
 {
     struct speaker *sp = arg;
@@ -710,6 +713,10 @@ static void on_change(void *arg, const struct rib_dest *d, const struct rib_rout
     rib_dest_route(d, &r);
     for (struct nbr *n = sp->nbrs; n; n = n->next) {
         if (n->session == NULL || n->pending_full)
+            continue;
+        /* nothing to tell a peer that neither held the old best nor may hold the new one
+         * (the routes it sent us itself, above all: a table learned is not echoed back) */
+        if (!nbr_may_hold(n, d, old) && !nbr_may_hold(n, d, now))
             continue;
         if (n->pending.len > PR_PENDING_MAX) {
             n->pending_full = 1;
@@ -721,7 +728,7 @@ static void on_change(void *arg, const struct rib_dest *d, const struct rib_rout
     if ((old && old->peer != RIB_LOCAL) || (now && now->peer != RIB_LOCAL)) {
         sp->feed_dirty = 1;
         sp->last_change_ms = time_mono_ms();
-        if (sp->loop)
+        if (sp->loop && feed_has_subscribers())
             loop_timer_start(&sp->feed_timer, sp->feed_delay_ms);
     }
     queue_flush(sp);
@@ -734,6 +741,14 @@ static int session_carries(const struct pconn *c, const struct rib_dest *d, cons
     if (!(c->fsm.families & (area ? PEER_FAM_AREAS : PEER_FAM_CONTENT)))
         return 0;
     return (rt->attrs->content_types & c->fsm.content_types) != 0;
+}
+
+static int nbr_may_hold(const struct nbr *n, const struct rib_dest *d, const struct rib_route *rt)
+{
+    if (rt == NULL || n->session == NULL || !rib_exportable(n->sp->rib, n->rib_idx, rt) ||
+        !session_carries(n->session, d, rt))
+        return 0;
+    return n->export_pol.nrules == 0 || rib_policy_allows(&n->export_pol, d, rt->attrs->content_types);
 }
 
 /* Hand-offs we advertise on this session: ours, limited to the routing types agreed. */
@@ -867,10 +882,9 @@ static void batch_fini(struct out_batch *ob)
 static void batch_add(struct nbr *n, struct pconn *c, struct out_batch *ob, const struct rib_dest *d,
                       int withdraw_if_none)
 {
-    const struct rib_route *rt = rib_export(n->sp->rib, n->rib_idx, d);
-    if (rt && !session_carries(c, d, rt))
-        rt = NULL;
-    if (rt && n->export_pol.nrules && !rib_policy_allows(&n->export_pol, d, rt->attrs->content_types))
+    (void)c;
+    const struct rib_route *rt = rib_best(d, NULL);
+    if (!nbr_may_hold(n, d, rt))
         rt = NULL;
     if (rt == NULL) {
         if (withdraw_if_none) {
@@ -1557,9 +1571,11 @@ static int peer_start(void *inst, const struct role_env *env)
             pr__nbr_arm_retry(n);
     log_info("peer %s: %zu neighbor%s, %zu route%s of our own", sp->id, nn, nn == 1 ? "" : "s",
              rib_dest_count(sp->rib), rib_dest_count(sp->rib) == 1 ? "" : "s");
-    /* an empty snapshot at once, so the router knows learned routes are (not yet) there */
+    /* an empty snapshot at once, so the router knows learned routes are (not yet) there;
+     * with no router in this ferryd there is nobody to build snapshots for */
     sp->feed_dirty = 1;
-    loop_timer_start(&sp->feed_timer, 0);
+    if (feed_has_subscribers())
+        loop_timer_start(&sp->feed_timer, 0);
     return 0;
 }
 
