@@ -15,6 +15,7 @@ rc=0
 "$ROOT/bench/eviction.sh" || rc=1
 "$ROOT/bench/switch.sh" || rc=1
 "$ROOT/bench/dns.sh" || rc=1
+"$ROOT/bench/peer.sh" || rc=1
 echo
 echo "bench: results in $RESULTS:"
 find "$RESULTS" -maxdepth 1 -name '*.md' -newer "$mark" | sort | sed 's|^|  |'

@@ -12,7 +12,7 @@ python3 python3-pytest python3-pytest-timeout python3-requests python3-cryptogra
 python3-dnspython iproute2 procps nftables
 bind9-dnsutils knot-dnsutils unbound python3-radix
 "
-BENCH_PACKAGES="wrk varnish haproxy dnsperf knot knot-module-geoip nsd"
+BENCH_PACKAGES="wrk varnish haproxy dnsperf knot knot-module-geoip nsd bird2"
 
 want="$PACKAGES"
 if [ "${1:-}" = "--bench" ]; then
