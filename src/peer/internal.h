@@ -114,7 +114,6 @@ struct speaker {
     int feed_dirty;
     uint64_t feed_builds;
     int64_t feed_built_ms;        /* how long the last build took */
-    int64_t last_change_ms;       /* monotonic time of the last Loc-RIB change */
     int flush_queued;             /* a deferred export flush is queued */
     /* counters */
     struct metric *m_sessions_up, *m_notif_sent, *m_notif_recv, *m_updates_in, *m_updates_out,

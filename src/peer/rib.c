@@ -43,6 +43,22 @@
 #define DEST_MIN_BUCKETS 64u
 #define ATTRS_MIN_BUCKETS 16u
 
+#define POOL_SLAB (64u << 10)
+
+struct slab {
+    struct slab *next;
+    /* slots follow */
+};
+
+struct pool {
+    size_t size;                 /* bytes per slot, a multiple of 8 */
+    void *free;                  /* free slots, linked through their first word */
+    char *bump;                  /* the next never-used slot of the newest slab */
+    size_t left;                 /* bytes left there */
+    size_t live;                 /* slots in use */
+    struct slab *slabs;          /* owned */
+};
+
 struct rib_peer {
     char *id;                    /* owned */
     struct rib_policy pol;       /* a deep copy; owned */
@@ -62,6 +78,7 @@ struct rib {
     size_t amask;
     size_t nattrs;
     struct rib_peer *peers[RIB_MAX_PEERS]; /* [RIB_LOCAL] is the speaker; owned */
+    struct pool pools[2];        /* 24-byte slots (routes, IPv4 destinations), 40-byte (IPv6) */
     size_t mem;                  /* bytes allocated for tables, destinations, routes, attributes */
 };
 
@@ -112,6 +129,79 @@ static void rib_free(struct rib *r, void *p, size_t n)
         return;
     r->mem -= chunk(n);
     free(p);
+}
+
+/*
+ * Pools for the small fixed-size objects there is one of per route: route
+ * entries (24 bytes) and IPv4 and IPv6 destinations (24 and 40). Slots are
+ * carved from 64 KiB slabs and recycled through a free list, so a million
+ * routes cost neither a million malloc calls nor malloc's 8-byte header
+ * and 16-byte rounding each. Slabs go back when their pool empties (a
+ * session's whole table withdrawn, say), or with the RIB.
+ */
+static void *pool_get(struct rib *r, struct pool *p)
+{
+    p->live++;
+    if (p->free) {
+        void *o = p->free;
+        p->free = *(void **)o;
+        return o;
+    }
+    if (p->left < p->size) {
+        struct slab *sl = xmalloc(POOL_SLAB);
+        r->mem += chunk(POOL_SLAB);
+        sl->next = p->slabs;
+        p->slabs = sl;
+        p->bump = (char *)(sl + 1);
+        p->left = POOL_SLAB - sizeof(*sl);
+    }
+    void *o = p->bump;
+    p->bump += p->size;
+    p->left -= p->size;
+    return o;
+}
+
+static void pool_fini(struct rib *r, struct pool *p)
+{
+    while (p->slabs) {
+        struct slab *next = p->slabs->next;
+        free(p->slabs);
+        r->mem -= chunk(POOL_SLAB);
+        p->slabs = next;
+    }
+    p->free = NULL;
+    p->bump = NULL;
+    p->left = 0;
+    p->live = 0;
+}
+
+static void pool_put(struct rib *r, struct pool *p, void *o)
+{
+    *(void **)o = p->free;
+    p->free = o;
+    if (--p->live == 0)
+        pool_fini(r, p); /* nothing left: give every slab back */
+}
+
+static struct pool *pool_for(struct rib *r, size_t n)
+{
+    return n <= 24 ? &r->pools[0] : n <= 40 ? &r->pools[1] : NULL;
+}
+
+/* Objects of the pooled sizes come from a pool, larger ones from malloc. */
+static void *obj_alloc(struct rib *r, size_t n)
+{
+    struct pool *p = pool_for(r, n);
+    return p ? pool_get(r, p) : rib_alloc(r, n);
+}
+
+static void obj_free(struct rib *r, void *o, size_t n)
+{
+    struct pool *p = pool_for(r, n);
+    if (p)
+        pool_put(r, p, o);
+    else
+        rib_free(r, o, n);
 }
 
 static char *str_copy(struct rib *r, const char *s)
@@ -348,7 +438,7 @@ static void dest_fit(struct rib *r)
 /* Creates k's destination at `link` (from dest_slot). May grow the table: the link is stale after. */
 static struct rib_dest *dest_new(struct rib *r, const struct dkey *k, struct rib_dest **link)
 {
-    struct rib_dest *d = rib_alloc(r, dest_size(k->kind, k->len));
+    struct rib_dest *d = obj_alloc(r, dest_size(k->kind, k->len));
     d->next = NULL;
     d->routes = NULL;
     d->kind = k->kind;
@@ -368,7 +458,7 @@ static void dest_free(struct rib *r, struct rib_dest **link)
     struct rib_dest *d = *link;
     *link = d->next;
     r->ndests--;
-    rib_free(r, d, dest_size(d->kind, d->len));
+    obj_free(r, d, dest_size(d->kind, d->len));
 }
 
 /* ---- attribute sets -------------------------------------------------------- */
@@ -621,7 +711,7 @@ static void route_set(struct rib *r, struct rib_dest *d, int peer, struct rib_at
         *pp = rt->next;
         old = rt->attrs;
     } else {
-        rt = rib_alloc(r, sizeof(*rt));
+        rt = obj_alloc(r, sizeof(*rt));
         rt->peer = (uint16_t)peer;
         r->peers[peer]->st.routes++;
     }
@@ -648,7 +738,7 @@ static int route_drop(struct rib *r, struct rib_dest **link, int peer)
     r->peers[peer]->st.routes--;
     changed(r, d, before);
     attrs_unref(r, rt->attrs);
-    rib_free(r, rt, sizeof(*rt));
+    obj_free(r, rt, sizeof(*rt));
     if (d->routes)
         return 1;
     dest_free(r, link);
@@ -722,6 +812,8 @@ struct rib *rib_create(const char *my_id, rib_change_cb cb, void *arg)
     r->dmask = DEST_MIN_BUCKETS - 1;
     r->atab = rib_zalloc(r, ATTRS_MIN_BUCKETS, sizeof(*r->atab));
     r->amask = ATTRS_MIN_BUCKETS - 1;
+    r->pools[0].size = 24;
+    r->pools[1].size = 40;
     struct rib_policy own = {.local_pref = UINT32_MAX};
     r->peers[RIB_LOCAL] = peer_new(r->my_id, &own);
     return r;
@@ -737,6 +829,8 @@ void rib_destroy(struct rib *r)
             peer_walk(r, i, 1);
     rib_free(r, r->dtab, (r->dmask + 1) * sizeof(*r->dtab));
     rib_free(r, r->atab, (r->amask + 1) * sizeof(*r->atab));
+    pool_fini(r, &r->pools[0]);
+    pool_fini(r, &r->pools[1]);
     for (int i = 0; i < RIB_MAX_PEERS; i++)
         peer_free(r->peers[i]);
     free(r->my_id);

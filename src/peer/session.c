@@ -31,7 +31,7 @@
 static const unsigned char alpn_wire[] = "\x0c" "ferry-peer/1";
 #define ALPN_ID "ferry-peer/1"
 #define READ_CHUNK 65536
-#define READ_BUDGET (4u << 20)       /* bytes read per loop iteration before yielding */
+#define READ_BUDGET (512u << 10)     /* bytes read per loop iteration before yielding (~100k routes) */
 #define CLOSE_LINGER_MS 1000
 
 static void conn_io(struct loop_io *io, unsigned events);

@@ -727,7 +727,6 @@ static void on_change(void *arg, const struct rib_dest *d, const struct rib_rout
     }
     if ((old && old->peer != RIB_LOCAL) || (now && now->peer != RIB_LOCAL)) {
         sp->feed_dirty = 1;
-        sp->last_change_ms = time_mono_ms();
         if (sp->loop && feed_has_subscribers())
             loop_timer_start(&sp->feed_timer, sp->feed_delay_ms);
     }

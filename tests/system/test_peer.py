@@ -378,7 +378,7 @@ def test_reload_policy_and_neighbors(tmp_path, procs, peer_pki):
 
 
 def test_large_table_in_many_messages(tmp_path, procs, peer_pki):
-    """A table larger than what the receiver reads in one go (4 MiB per loop
+    """A table larger than what the receiver reads in one go (512 KiB per loop
     turn) and than one message (1 MiB): 20,000 areas unaggregated and 3,000
     URI prefixes of 2,000 bytes each. It arrives whole, in many UPDATEs, and
     the receiver answers its admin API meanwhile."""
