@@ -86,6 +86,7 @@ Environment:
   BENCH_LOAD_WAIT=15          before each run, wait (bounded) while the other
   BENCH_LOAD_WAIT_TOTAL=60    load, sampled over 0.5 s, exceeds 25% of a core
   BENCH_BUDGET=900            seconds; a retry is made only within it
+  BENCH_KEEP=0                1: keep the work directory (configs, logs) after a good run
   FERRY_BUILD=build           where ferryd is
   FERRY_COMMIT=               the commit to name in the report (default: HEAD)
   BENCH_RESULTS=bench/results
@@ -1314,8 +1315,10 @@ def main():
         for f in os.listdir(d) if os.path.isdir(d) else []:
             if f.endswith(".data"):
                 os.unlink(os.path.join(d, f))
-        if not (rc or failures):
+        if not (rc or failures) and not env_on("BENCH_KEEP", False):
             shutil.rmtree(d, ignore_errors=True)
+        elif env_on("BENCH_KEEP", False):
+            print(f"peer: work directory kept (BENCH_KEEP): {d}", flush=True)
     meta["kroutes1"] = kernel_routes()
     if meta["kroutes1"] != meta["kroutes0"]:
         log(f"note: the kernel routing tables changed during the run ({meta['kroutes0']} -> {meta['kroutes1']} "

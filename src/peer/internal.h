@@ -75,6 +75,9 @@ struct nbr {
     /* export: changes queued for this neighbor, as encoded routes (kind + key) */
     struct buf pending;
     int pending_full;             /* too much queued: send everything again instead */
+    /* a table being sent in steps (speaker.c, send_dump) */
+    int dump_active, dump_family, dump_withdraw;
+    struct rib_cursor dump_cur;
     int eor_received;
     int64_t up_since_ms;          /* wall clock; 0 when down */
     uint64_t established;         /* times the session came up */
@@ -139,5 +142,6 @@ void pr__session_up(struct nbr *n, struct pconn *c);
 void pr__session_down(struct nbr *n, struct pconn *c);
 int pr__session_update(struct nbr *n, struct pconn *c, const struct peer_update *u);
 void pr__session_refresh(struct nbr *n, struct pconn *c, uint8_t family);
+void pr__session_writable(struct nbr *n, struct pconn *c); /* the output drained: send more */
 
 #endif

@@ -44,9 +44,17 @@ static int fail(struct peer_err *err, uint8_t code, uint8_t sub, const char *wha
     return -1;
 }
 
-/* Appends the 6-byte header with a zero length; returns its offset. */
+/*
+ * Appends the 6-byte header with a zero length; returns its offset. The
+ * encoders remember offsets into out->data while they write a message, and
+ * a buf with a read offset may move its bytes when it grows (buf_reserve
+ * reclaims the consumed front). So the buffer is compacted first: with its
+ * read offset at 0 it only ever grows in place until the message is done.
+ * (A connection's output buffer, partly sent, has such an offset.)
+ */
 static size_t begin_msg(struct buf *out, uint8_t type)
 {
+    buf_compact(out);
     size_t at = out->len;
     uint8_t h[PEER_HDR_LEN] = {0, 0, 0, 0, type, 0};
     buf_append(out, h, sizeof(h));

@@ -74,6 +74,7 @@ struct rib {
     struct rib_dest **dtab;      /* destination buckets; owned, as are the chains */
     size_t dmask;                /* buckets - 1, a power of two minus one */
     size_t ndests;
+    uint64_t resizes;            /* bumped by every dest_resize, for rib_walk's cursors */
     struct rib_attrs **atab;     /* interned attribute sets; owned */
     size_t amask;
     size_t nattrs;
@@ -408,6 +409,7 @@ static struct rib_dest **dest_slot(const struct rib *r, const struct dkey *k)
 
 static void dest_resize(struct rib *r, size_t nb)
 {
+    r->resizes++;
     struct rib_dest **t = rib_zalloc(r, nb, sizeof(*t));
     for (size_t i = 0; i <= r->dmask; i++) {
         struct rib_dest *d, *next;
@@ -1021,6 +1023,28 @@ void rib_foreach(const struct rib *r, int (*fn)(void *arg, const struct rib_dest
         for (const struct rib_dest *d = r->dtab[i]; d; d = d->next)
             if (fn(arg, d))
                 return;
+}
+
+void rib_walk_start(const struct rib *r, struct rib_cursor *cur)
+{
+    cur->bucket = 0;
+    cur->resizes = r->resizes;
+}
+
+int rib_walk(const struct rib *r, struct rib_cursor *cur, int (*fn)(void *arg, const struct rib_dest *d),
+             void *arg, size_t max)
+{
+    if (cur->resizes != r->resizes) {
+        cur->resizes = r->resizes; /* the buckets moved: start again */
+        cur->bucket = 0;
+    }
+    size_t seen = 0;
+    while (cur->bucket <= r->dmask && seen < max) {
+        for (const struct rib_dest *d = r->dtab[cur->bucket]; d; d = d->next, seen++)
+            fn(arg, d);
+        cur->bucket++;
+    }
+    return cur->bucket > r->dmask;
 }
 
 size_t rib_dest_count(const struct rib *r)

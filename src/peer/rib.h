@@ -173,6 +173,23 @@ const struct rib_route *rib_best(const struct rib_dest *d, enum rib_reason *why)
 /* Walks every destination (any order); stop by returning non-zero. */
 void rib_foreach(const struct rib *r, int (*fn)(void *arg, const struct rib_dest *d), void *arg);
 size_t rib_dest_count(const struct rib *r);
+/*
+ * A walk in steps, for sending a big table while the loop goes on: each
+ * call visits about `max` destinations (whole hash chains) from where the
+ * cursor stopped, and returns 1 once every destination was visited. The
+ * RIB may change between steps: a destination added or removed behind the
+ * cursor is not visited (the caller learns of it through the change
+ * callback); when the table was resized in between, the walk starts over,
+ * so some destinations may be visited twice, none missed. Start with a
+ * zeroed cursor whose `resizes` is rib_walk_start's.
+ */
+struct rib_cursor {
+    size_t bucket;
+    uint64_t resizes;
+};
+void rib_walk_start(const struct rib *r, struct rib_cursor *cur);
+int rib_walk(const struct rib *r, struct rib_cursor *cur, int (*fn)(void *arg, const struct rib_dest *d),
+             void *arg, size_t max);
 /* Longest-prefix lookup among area destinations (for `ferryctl routes ADDR`);
  * family is 4 or 6, as in router/area.h. */
 const struct rib_dest *rib_match(const struct rib *r, int family, const uint8_t addr[16]);

@@ -727,6 +727,8 @@ static void conn_io(struct loop_io *io, unsigned events)
             read_messages(c);
         if (!c->closed && c->want_write && buf_avail(&c->out))
             (void)flush_out(c);
+        if (!c->closed && c->nbr && c->nbr->session == c)
+            pr__session_writable(c->nbr, c);
         update_interest(c);
         return;
     case PC_CLOSING:

@@ -932,20 +932,52 @@ static int dump_one(void *arg, const struct rib_dest *d)
     return 0;
 }
 
-/* Sends n everything it should hold (withdrawing the rest when `withdraw`), then End-of-RIB. */
+/*
+ * Sends n everything it should hold (withdrawing the rest when `withdraw`),
+ * then End-of-RIB. A full table is millions of routes, so it goes out in
+ * steps, each refilling the connection's output once the socket has taken
+ * most of it (pull, don't push): the peer starts on the first UPDATEs while
+ * we write the next, and our loop stays responsive. Changes during the walk
+ * reach the peer through the change queue as usual.
+ */
+#define DUMP_STEP 20000          /* destinations per step */
+#define DUMP_LOW (256u << 10)    /* the output is refilled below this many bytes */
+
+static void dump_pump(struct nbr *n)
+{
+    struct pconn *c = n->session;
+    while (c && !c->closed && n->dump_active && buf_avail(&c->out) < DUMP_LOW) {
+        struct out_batch ob;
+        memset(&ob, 0, sizeof(ob));
+        struct dump_ctx x = {.n = n, .c = c, .ob = &ob, .family = n->dump_family, .withdraw = n->dump_withdraw};
+        int done = rib_walk(n->sp->rib, &n->dump_cur, dump_one, &x, DUMP_STEP);
+        batch_flush(n, c, &ob);
+        batch_fini(&ob);
+        if (done) {
+            n->dump_active = 0;
+            struct peer_update_writer w;
+            peer_update_begin(&w, &c->out, c->fsm.peer_max_message);
+            peer_update_end(&w); /* End-of-RIB */
+            n->updates_out++;
+        }
+        pr__conn_send(c); /* what the socket does not take waits for writability */
+    }
+}
+
 static void send_dump(struct nbr *n, struct pconn *c, int family, int withdraw)
 {
-    struct out_batch ob;
-    memset(&ob, 0, sizeof(ob));
-    struct dump_ctx x = {.n = n, .c = c, .ob = &ob, .family = family, .withdraw = withdraw};
-    rib_foreach(n->sp->rib, dump_one, &x);
-    batch_flush(n, c, &ob);
-    batch_fini(&ob);
-    struct peer_update_writer w;
-    peer_update_begin(&w, &c->out, c->fsm.peer_max_message);
-    peer_update_end(&w); /* End-of-RIB */
-    n->updates_out++;
-    pr__conn_send(c);
+    (void)c;
+    n->dump_active = 1;
+    n->dump_family = family;
+    n->dump_withdraw = withdraw;
+    rib_walk_start(n->sp->rib, &n->dump_cur);
+    dump_pump(n);
+}
+
+void pr__session_writable(struct nbr *n, struct pconn *c)
+{
+    if (n->session == c && n->dump_active)
+        dump_pump(n);
 }
 
 static void flush_nbr(struct nbr *n)
@@ -1012,6 +1044,7 @@ void pr__session_down(struct nbr *n, struct pconn *c)
 {
     struct speaker *sp = n->sp;
     (void)c;
+    n->dump_active = 0;
     metric_add(sp->m_sessions_up, -1);
     n->up_since_ms = 0;
     n->eor_received = 0;
@@ -1048,7 +1081,10 @@ int pr__session_update(struct nbr *n, struct pconn *c, const struct peer_update 
 void pr__session_refresh(struct nbr *n, struct pconn *c, uint8_t family)
 {
     log_info("peer %s: route refresh asked for family %u", n->id, family);
-    send_dump(n, c, family == 1 ? PEER_FAM_AREAS : family == 2 ? PEER_FAM_CONTENT : 0, 0);
+    int fam = family == 1 ? PEER_FAM_AREAS : family == 2 ? PEER_FAM_CONTENT : 0;
+    if (n->dump_active && n->dump_family != fam)
+        fam = 0; /* a table of another family is still being sent: send both again */
+    send_dump(n, c, fam, 0);
 }
 
 /* ---- the feed to the router ----------------------------------------------------- */

@@ -437,10 +437,53 @@ static void test_small_messages(void **state)
     buf_fini(&b);
 }
 
+/*
+ * A connection's output buffer is partly sent (it has a read offset) when the
+ * next UPDATE is written into it, and may then move its bytes as it grows.
+ * The message written must still decode: a thousand routes after a consumed
+ * front, so that the buffer both compacts and grows while the writer runs.
+ */
+static void test_update_into_a_partly_sent_buffer(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    char junk[300];
+    memset(junk, 'j', sizeof(junk));
+    buf_append(&b, junk, sizeof(junk));
+    buf_consume(&b, 290);        /* 10 bytes still to send, 290 consumed in front */
+    struct peer_update_writer w;
+    peer_update_begin(&w, &b, 1u << 20);
+    const char *path[] = {"beta"};
+    struct peer_handoff_target ho = {PEER_HO_CNAME, 13, "cdn.beta.test"};
+    assert_int_equal(peer_update_attrs(&w, path, 1, &ho, 1, NULL, NULL, 0), 0);
+    for (unsigned i = 0; i < 1000; i++) {
+        struct peer_route r = {.kind = PEER_R_AREA4, .plen = 24, .addr = {10, (uint8_t)(i >> 8), (uint8_t)i}};
+        assert_int_equal(peer_update_announce(&w, &r), 0);
+    }
+    size_t n = peer_update_end(&w);
+    assert_int_equal(buf_avail(&b), 10 + n);
+    const uint8_t *msg = (const uint8_t *)buf_head(&b) + 10;
+    assert_memory_equal(buf_head(&b), junk, 10);
+    struct peer_update u;
+    struct peer_err err;
+    assert_int_equal(peer_decode_update(msg, n, &u, &err), 0);
+    size_t pos = 0, k = 0;
+    struct peer_route r;
+    while (peer_route_next(u.announced, u.announced_len, &pos, &r)) {
+        assert_int_equal(r.addr[1], (uint8_t)(k >> 8));
+        assert_int_equal(r.addr[2], (uint8_t)k);
+        k++;
+    }
+    assert_int_equal(k, 1000);
+    buf_fini(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frame),
+        cmocka_unit_test(test_update_into_a_partly_sent_buffer),
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_open_round_trip_and_layout),
         cmocka_unit_test(test_open_errors),
