@@ -396,6 +396,17 @@ static size_t dest_size(uint8_t kind, uint16_t len)
 }
 
 /* The link holding k's destination, or the empty link at the end of its chain. */
+static struct rib_dest **dest_slot_h(const struct rib *r, const struct dkey *k, size_t h)
+{
+    struct rib_dest **link = &r->dtab[h & r->dmask];
+    for (; *link; link = &(*link)->next) {
+        const struct rib_dest *d = *link;
+        if (d->kind == k->kind && d->plen == k->plen && d->len == k->len && memcmp(d->key, k->key, k->len) == 0)
+            break;
+    }
+    return link;
+}
+
 static struct rib_dest **dest_slot(const struct rib *r, const struct dkey *k)
 {
     struct rib_dest **link = &r->dtab[dest_hash(r, k->kind, k->plen, k->key, k->len) & r->dmask];
@@ -412,6 +423,8 @@ static void dest_resize(struct rib *r, size_t nb)
     r->resizes++;
     struct rib_dest **t = rib_zalloc(r, nb, sizeof(*t));
     for (size_t i = 0; i <= r->dmask; i++) {
+        if (i + 8 <= r->dmask && r->dtab[i + 8])
+            __builtin_prefetch(r->dtab[i + 8]); /* the chains are scattered: fetch ahead */
         struct rib_dest *d, *next;
         for (d = r->dtab[i]; d; d = next) {
             next = d->next;
@@ -915,7 +928,32 @@ int rib_update(struct rib *r, int peer, const struct peer_update *u, uint8_t con
             peer_attrs_carry(u->attrs_raw, u->attrs_len, &carry);
         tmpl_from_update(&t, pa, p->pol.local_pref, &carry);
     }
-    for (pos = 0; peer_route_next(u->announced, u->announced_len, &pos, &pr);) {
+    /*
+     * A table load is one cache miss after another (the bucket, then the
+     * chain): a second cursor runs AHEAD routes in front, hashing each route
+     * and prefetching its bucket, and halfway there the bucket's first node,
+     * so the memory is on its way when the route's turn comes.
+     */
+    enum { AHEAD = 16 };
+    size_t ring[AHEAD];
+    size_t apos = 0, ai = 0, i = 0;
+    struct peer_route ar;
+    struct dkey ak;
+    for (pos = 0; peer_route_next(u->announced, u->announced_len, &pos, &pr); i++) {
+        while (ai < i + AHEAD && peer_route_next(u->announced, u->announced_len, &apos, &ar)) {
+            size_t h = 0;
+            if (dkey_make(&ar, &ak) == 0) {
+                h = dest_hash(r, ak.kind, ak.plen, ak.key, ak.len);
+                __builtin_prefetch(&r->dtab[h & r->dmask]);
+            }
+            ring[ai++ % AHEAD] = h;
+        }
+        if (i + AHEAD / 2 < ai) {
+            const struct rib_dest *b = r->dtab[ring[(i + AHEAD / 2) % AHEAD] & r->dmask];
+            if (b)
+                __builtin_prefetch(b);
+        }
+        size_t hash = ring[i % AHEAD];
         p->st.announced++;
         if (dkey_make(&pr, &k) < 0)
             continue;
@@ -925,7 +963,7 @@ int rib_update(struct rib *r, int peer, const struct peer_update *u, uint8_t con
             withdraw(r, &k, peer);
             continue;
         }
-        struct rib_dest **link = dest_slot(r, &k), *d = *link;
+        struct rib_dest **link = dest_slot_h(r, &k, hash), *d = *link;
         if ((d == NULL || *route_link(d, peer) == NULL) && p->pol.max_routes &&
             p->st.routes >= p->pol.max_routes) {
             too_many = 1;
