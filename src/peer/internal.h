@@ -110,6 +110,7 @@ struct speaker {
     /* our own routes and how we are reached */
     struct rib_origin origin;     /* targets point into origin_text */
     char origin_text[PEER_MAX_HANDOFFS][PEER_MAX_TARGET + 1];
+    char origin_auth[PEER_MAX_ID + 1]; /* origin.authoritative points here when set */
     struct buf originated;        /* encoded routes we originate (kind + key), for reloads */
     /* the feed to the router */
     struct loop_timer feed_timer;

@@ -1020,6 +1020,8 @@ void rib_originate(struct rib *r, const struct peer_route *dst, const struct rib
     }
     a->content_types = o->content_types;
     a->distribution = o->distribution;
+    if (o->authoritative && o->authoritative[0])
+        a->authoritative = tmpl_str(&s, o->authoritative, MIN(strlen(o->authoritative), PEER_MAX_ID));
     tmpl_metrics(a, o->has_metrics, o->load, o->capacity, o->cost);
     a = attrs_intern(r, a);
     struct rib_dest **link = dest_slot(r, &k), *d = *link;

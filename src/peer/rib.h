@@ -162,6 +162,7 @@ struct rib_origin {
     uint8_t content_types, distribution;
     int has_metrics;
     uint32_t load, capacity, cost;
+    const char *authoritative;   /* AUTHORITATIVE: a CDN id, or NULL; need not outlive the call */
 };
 void rib_originate(struct rib *r, const struct peer_route *dst, const struct rib_origin *o);
 void rib_unoriginate(struct rib *r, const struct peer_route *dst);

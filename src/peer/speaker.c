@@ -117,6 +117,9 @@ const struct conf_opt peer_opts[] = {
     {.name = "cost", .type = CONF_INT, .min = 0, .max = INT64_C(4000000000), .help = "Cost metric advertised."},
     {.name = "distribution", .type = CONF_ARGS, .min_args = 1, .max_args = 2,
      .help = "Distribution methods advertised: pull, push."},
+    {.name = "authoritative", .type = CONF_STR,
+     .help = "The CDN id whose request routing system is authoritative for the content we "
+             "advertise (RR-req 3.2.2.2), sent with our routes as AUTHORITATIVE."},
     {.name = "neighbor", .type = CONF_BLOCK, .flags = CONF_MULTI | CONF_NAMED, .block = nbr_opts,
      .help = "A peer CDN, by its CDN id."},
     {0},
@@ -640,6 +643,16 @@ static void *peer_create(struct conf *c, const struct conf_node *blk)
     sp->origin.content_types = sp->content_types;
     if ((n = conf_find(blk, "distribution")) && parse_bits(c, n, dist_names, 2, &sp->origin.distribution) < 0)
         errors++;
+    const char *auth = conf_str(blk, "authoritative");
+    if (auth) {
+        if (!peer_id_valid(auth, strlen(auth))) {
+            conf_error(c, conf_find(blk, "authoritative"), "authoritative: \"%s\" is not a CDN id", auth);
+            errors++;
+        } else {
+            snprintf(sp->origin_auth, sizeof(sp->origin_auth), "%s", auth);
+            sp->origin.authoritative = sp->origin_auth;
+        }
+    }
     sp->origin.load = sp->origin.capacity = sp->origin.cost = UINT32_MAX;
     if (conf_find(blk, "load") || conf_find(blk, "capacity") || conf_find(blk, "cost")) {
         sp->origin.has_metrics = 1;
@@ -1246,6 +1259,8 @@ static void json_route(struct json *j, const struct speaker *sp, const struct ri
     json_arr_end(j);
     if (rt->peer != RIB_LOCAL)
         json_kv_int(j, "local_pref", at->local_pref);
+    if (at->authoritative)
+        json_kv_str(j, "authoritative", at->authoritative);
     if (at->has_metrics) {
         if (at->load != UINT32_MAX)
             json_kv_int(j, "load", at->load);
@@ -1644,6 +1659,9 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
     memcpy(sp->origin_text, f->origin_text, sizeof(sp->origin_text));
     for (unsigned i = 0; i < sp->origin.nhandoff; i++)
         sp->origin.handoff[i].target = sp->origin_text[i];
+    memcpy(sp->origin_auth, f->origin_auth, sizeof(sp->origin_auth));
+    if (sp->origin.authoritative)
+        sp->origin.authoritative = sp->origin_auth;
     struct buf old = sp->originated;
     sp->originated = f->originated;
     buf_init(&f->originated);

@@ -138,13 +138,14 @@ def test_session_and_routes(tmp_path, procs, peer_pki):
                          "    area 10.2.0.0/16;\n    area 2001:db8:2::/48;\n"
                          "    uri_prefix https://www.example.test/video/;\n"
                          f"    handoff cname cdn.beta.test;\n    handoff ecs {b}:5300;\n"
-                         f"    handoff http http://{b}:8080;")
+                         f"    handoff http http://{b}:8080;\n    authoritative gamma;\n    distribution pull;")
     wait_up((alpha, "beta"), (beta, "alpha"))
     wait_for(lambda: len(routes(alpha)) == 5 and len(routes(beta)) == 5, 10 * SLOW, "routes exchanged")
 
     r = routes(alpha, "10.2.0.0/16")[0]
     best = r["routes"][0]
     assert best["from"] == "beta" and best["path"] == ["beta"]
+    assert best["authoritative"] == "gamma"
     assert {(h["method"], h["target"]) for h in best["handoff"]} == {
         ("cname", "cdn.beta.test"), ("ecs", f"{b}:5300"), ("http", f"http://{b}:8080")}
     assert routes(alpha, "2001:db8:2::/48")[0]["routes"][0]["from"] == "beta"
