@@ -4,7 +4,6 @@ id, a wrong fingerprint are refused), malformed input answered with a
 NOTIFICATION, import policy, and routes withdrawn when a session is lost.
 Each CDN is a ferryd with a `peer` block on its own 127.x address."""
 import json
-import os
 import socket
 import ssl
 import struct
@@ -575,57 +574,6 @@ def test_router_follows_advertisements(netns, tmp_path, procs, peer_pki):
         f"add rule inet cut out tcp dport {PORT} drop",
         f"add rule inet cut out tcp sport {PORT} drop")
     wait_for(lambda: answer() == "192.0.2.1", 15 * SLOW, "alpha's node once the route is withdrawn")
-    assert "hold timer" in nbr(alpha, "beta")["last_error"] or not established(alpha, "beta")
+    assert "hold timer" in nbr(alpha, "beta")["last_error"], nbr(alpha, "beta")
     nft("delete table inet cut")
     wait_for(lambda: answer().endswith("cdn.beta.test."), 20 * SLOW, "the hand-off back with the link")
-
-
-def test_flapping_link_leaves_the_ribs_as_a_fresh_start(netns, tmp_path, procs, peer_pki):
-    """A triangle with transit; the alpha-beta link is cut and restored for a
-    minute (cuts longer and shorter than the 3 s hold time). Afterwards every
-    speaker's RIB is what it was after the first convergence from a fresh
-    start: every destination, every candidate route, in the same order."""
-    import time
-    a, b, c = "127.0.1.1", "127.0.2.1", "127.0.3.1"
-    ho = lambda x: f"    handoff cname cdn.{x}.test;"
-    spk = {}
-    for me, addr, others, areas in (("alpha", a, (("beta", b), ("gamma", c)), "10.1.0.0/16"),
-                                     ("beta", b, (("alpha", a), ("gamma", c)), "10.2.0.0/16"),
-                                     ("gamma", c, (("alpha", a), ("beta", b)), "10.3.0.0/16")):
-        spk[me] = start_speaker(tmp_path, procs, peer_pki, me, addr,
-                                [(o, oa, "transit on") for o, oa in others],
-                                f"    area {areas};\n    publisher www.{me}.test;\n" + ho(me), hold="3s")
-    for me in spk:
-        for o in spk:
-            if o != me:
-                wait_for(lambda: established(spk[me], o), 15 * SLOW, f"{me}-{o}")
-
-    def snapshot():
-        return {me: json.dumps(routes(f), sort_keys=True) for me, f in spk.items()}
-
-    def settled():
-        s1 = snapshot()
-        time.sleep(0.5)
-        return s1 if s1 == snapshot() else None
-    # 3 own destinations + 6 others' (area and publisher), each by two paths at every speaker
-    wait_for(lambda: all(len(routes(f)) == 6 for f in spk.values()) and
-             all(sum(len(d["routes"]) for d in routes(f)) == 10 for f in spk.values()), 15 * SLOW, "converged")
-    fresh = wait_for(settled, 10 * SLOW, "a stable state")
-
-    cut = [f"add rule inet flap out ip saddr {a} ip daddr {b} drop",
-           f"add rule inet flap out ip saddr {b} ip daddr {a} drop"]
-    end = time.monotonic() + 60
-    i = 0
-    while time.monotonic() < end:
-        nft("add table inet flap", "add chain inet flap out { type filter hook output priority 0 ; }", *cut)
-        time.sleep((0.5, 4.0, 1.5, 5.0)[i % 4])
-        nft("delete table inet flap")
-        time.sleep((1.0, 3.0, 0.3, 4.0)[i % 4])
-        i += 1
-    assert all(f.proc.alive() for f in spk.values())
-    # the long cuts outlived the hold time: the session really went down and came back
-    assert nbr(spk["alpha"], "beta")["established"] >= 3
-    wait_for(lambda: snapshot() == fresh, 30 * SLOW, "every RIB back to the fresh start")
-    time.sleep(3.5)  # past one more hold time: nothing left to change
-    assert snapshot() == fresh
-    assert spk["alpha"].metric("ferry_peer_sessions_established") == 2

@@ -7,7 +7,11 @@ admin APIs and DNS queries.
 Cutting the alpha-gamma link with nft drop rules inside alpha's namespace
 ends that session by hold timer; gamma's area is then reached through beta,
 and alpha's DNS answers for gamma's clients change from gamma's hand-off to
-beta's. Restoring the link brings the direct route and the answer back."""
+beta's. Restoring the link brings the direct route and the answer back. A
+gamma with a certificate from another CA is refused. Flapping a link for a
+minute leaves every RIB as it was after a fresh start."""
+import json
+import time
 import itertools
 import os
 import subprocess
@@ -16,7 +20,7 @@ import dns.rdatatype
 import pytest
 
 from conftest import FERRYD, SLOW, Ferryd, Proc, port_open, wait_for
-from test_peer import PORT, established, nbr, peer_pki, routes, speaker_conf  # noqa: F401 (fixture)
+from test_peer import established, nbr, peer_pki, routes, speaker_conf  # noqa: F401 (peer_pki: a fixture)
 
 _seq = itertools.count()
 # The host's network namespace, opened at import (before any test moves into
@@ -106,25 +110,43 @@ ALPHA_ROUTER = """router {
 """
 
 
-def test_triangle_in_namespaces_link_cut_and_restore(triangle, tmp_path, procs, peer_pki):
-    from test_router import addrs, query
-    plan = {  # cdn: (namespace, management address, area, neighbors)
-        "alpha": ("a", "10.9.1.2", "10.1.0.0/16", [("beta", "10.0.12.2"), ("gamma", "10.0.13.2")]),
-        "beta": ("b", "10.9.2.2", "10.2.0.0/16", [("alpha", "10.0.12.1"), ("gamma", "10.0.23.2")]),
-        "gamma": ("c", "10.9.3.2", "10.3.0.0/16", [("alpha", "10.0.13.1"), ("beta", "10.0.23.1")]),
-    }
-    spk = {}
-    for cdn, (ns, mgmt, area, nbrs) in plan.items():
-        conf = speaker_conf(peer_pki, cdn, "0.0.0.0", [(n, a, "transit on") for n, a in nbrs],
-                            f"    area {area};\n    handoff cname cdn.{cdn}.test;", hold="3s")
-        if cdn == "alpha":
-            conf += ALPHA_ROUTER
-        f = NsFerryd(triangle[ns], str(tmp_path), cdn, conf, admin_addr=f"{mgmt}:9000")
-        procs.append(f)
-        f.start([(mgmt, 9000)] + ([(mgmt, 5300)] if cdn == "alpha" else []))
-        spk[cdn] = f
+PLAN = {  # cdn: (namespace, management address, area, neighbors)
+    "alpha": ("a", "10.9.1.2", "10.1.0.0/16", [("beta", "10.0.12.2"), ("gamma", "10.0.13.2")]),
+    "beta": ("b", "10.9.2.2", "10.2.0.0/16", [("alpha", "10.0.12.1"), ("gamma", "10.0.23.2")]),
+    "gamma": ("c", "10.9.3.2", "10.3.0.0/16", [("alpha", "10.0.13.1"), ("beta", "10.0.23.1")]),
+}
+
+
+def start_cdn(triangle, tmp_path, procs, pki, cdn, router=False, cert=None, name=None, units=False):
+    """One CDN of the triangle; units: it also advertises a publisher (which would limit its
+    areas, at alpha's router, to that publisher's names)."""
+    ns, mgmt, area, nbrs = PLAN[cdn]
+    unit = f"    publisher www.{cdn}.test;\n" if units else ""
+    conf = speaker_conf(pki, cdn, "0.0.0.0", [(n, a, "transit on") for n, a in nbrs],
+                        f"    area {area};\n{unit}    handoff cname cdn.{cdn}.test;", cert=cert, hold="3s")
+    if router:
+        conf += ALPHA_ROUTER
+    f = NsFerryd(triangle[ns], str(tmp_path), name or cdn, conf, admin_addr=f"{mgmt}:9000")
+    procs.append(f)
+    f.start([(mgmt, 9000)] + ([(mgmt, 5300)] if router else []))
+    return f
+
+
+def start_triangle(triangle, tmp_path, procs, pki, units=False):
+    spk = {cdn: start_cdn(triangle, tmp_path, procs, pki, cdn, router=cdn == "alpha", units=units) for cdn in PLAN}
     for x, y in (("alpha", "beta"), ("alpha", "gamma"), ("beta", "gamma")):
         wait_for(lambda: established(spk[x], y) and established(spk[y], x), 15 * SLOW, f"{x}-{y}")
+    return spk
+
+
+def nft_in(ns, *rules):
+    for r in rules:
+        sh("ip", "netns", "exec", ns, "nft", r)
+
+
+def test_triangle_in_namespaces_link_cut_and_restore(triangle, tmp_path, procs, peer_pki):
+    from test_router import addrs, query
+    spk = start_triangle(triangle, tmp_path, procs, peer_pki)
 
     def gamma_paths():
         r = routes(spk["alpha"], "10.3.0.0/16")
@@ -156,3 +178,53 @@ def test_triangle_in_namespaces_link_cut_and_restore(triangle, tmp_path, procs, 
     wait_for(lambda: answer().endswith(".cdn.gamma.test."), 30 * SLOW, "gamma's clients back with gamma")
     assert gamma_paths() == [["gamma"], ["beta", "gamma"]]
     assert nbr(spk["alpha"], "gamma")["established"] >= 2
+
+    # gamma comes back with a certificate from another CA: alpha and beta refuse it, and
+    # gamma's area is gone from alpha's RIB and from its DNS answers
+    gamma = spk["gamma"]
+    gamma.stop()
+    procs.remove(gamma)
+    start_cdn(triangle, tmp_path, procs, peer_pki, "gamma", cert="rogue-beta", name="gamma-rogue")
+    wait_for(lambda: "matches no configured peer" in spk["alpha"].proc.output(), 15 * SLOW, "the rogue refused")
+    assert not established(spk["alpha"], "gamma") and not established(spk["beta"], "gamma")
+    wait_for(lambda: routes(spk["alpha"], "10.3.0.0/16") == [], 10 * SLOW, "gamma's area withdrawn")
+    assert answer() == "192.0.2.1"
+
+
+def test_flapping_link_leaves_the_ribs_as_a_fresh_start(triangle, tmp_path, procs, peer_pki):
+    """The alpha-beta link is cut and restored (nft in alpha's namespace) for a
+    minute, with cuts longer and shorter than the 3 s hold time. Afterwards
+    every speaker's RIB is what it was after the first convergence from a
+    fresh start: every destination, every candidate route, in the same order."""
+    spk = start_triangle(triangle, tmp_path, procs, peer_pki, units=True)
+
+    def snapshot():
+        return {cdn: json.dumps(routes(f), sort_keys=True) for cdn, f in spk.items()}
+
+    def settled():
+        s1 = snapshot()
+        time.sleep(0.5)
+        return s1 if s1 == snapshot() else None
+    # 3 own areas and 3 own publishers; each of the others' by two paths everywhere
+    wait_for(lambda: all(len(routes(f)) == 6 for f in spk.values()) and
+             all(sum(len(d["routes"]) for d in routes(f)) == 10 for f in spk.values()), 15 * SLOW, "converged")
+    fresh = wait_for(settled, 10 * SLOW, "a stable state")
+
+    ns_a = triangle["a"]
+    end = time.monotonic() + 60
+    i = 0
+    while time.monotonic() < end:
+        nft_in(ns_a, "add table inet flap", "add chain inet flap io { type filter hook input priority 0 ; }",
+               "add chain inet flap oo { type filter hook output priority 0 ; }",
+               "add rule inet flap io iifname ab drop", "add rule inet flap oo oifname ab drop")
+        time.sleep((0.5, 4.0, 1.5, 5.0)[i % 4])
+        nft_in(ns_a, "delete table inet flap")
+        time.sleep((1.0, 3.0, 0.3, 4.0)[i % 4])
+        i += 1
+    assert all(f.proc.alive() for f in spk.values())
+    # the long cuts outlived the hold time: the session really went down and came back
+    assert nbr(spk["alpha"], "beta")["established"] >= 3
+    wait_for(lambda: snapshot() == fresh, 30 * SLOW, "every RIB back to the fresh start")
+    time.sleep(3.5)  # past one more hold time: nothing left to change
+    assert snapshot() == fresh
+    assert spk["alpha"].metric("ferry_peer_sessions_established") == 2
