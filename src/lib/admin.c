@@ -336,14 +336,6 @@ void admin_destroy(struct admin *a)
     free(a);
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
 int admin_param(const char *query, const char *name, char *out, size_t outlen)
 {
     size_t nlen = strlen(name);
@@ -358,8 +350,8 @@ int admin_param(const char *query, const char *name, char *out, size_t outlen)
                 char ch = *s;
                 if (ch == '+') {
                     ch = ' ';
-                } else if (ch == '%' && end - s >= 3 && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
-                    ch = (char)(hexval(s[1]) * 16 + hexval(s[2]));
+                } else if (ch == '%' && end - s >= 3 && hex_digit(s[1]) >= 0 && hex_digit(s[2]) >= 0) {
+                    ch = (char)(hex_digit(s[1]) * 16 + hex_digit(s[2]));
                     s += 2;
                 }
                 if (o + 1 >= outlen)

@@ -45,6 +45,29 @@ void mem_wipe(void *p, size_t n);
 /* 64-bit FNV-1a; not for keys an attacker picks (use hash_keyed there). */
 uint64_t hash_fnv1a(const void *p, size_t n);
 
+/* The value of a hex digit, or -1. */
+static inline int hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* xorshift64*: advances *state (never 0) and returns the next value. For jitter, not secrets. */
+static inline uint64_t rand_xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * UINT64_C(2685821657736338717);
+}
+
 /* The splitmix64 finaliser: every input bit reaches every output bit (seeded tables). */
 static inline uint64_t hash_mix64(uint64_t h)
 {

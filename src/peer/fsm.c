@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/util.h"
+
 #define OPEN_HOLD_MS 30000
 
 static const char *const state_names[] = {"Idle", "Connect", "OpenSent", "OpenConfirm", "Established"};
@@ -39,17 +41,6 @@ void peer_fsm_init(struct peer_fsm *f, const struct peer_fsm_config *cfg, uint64
     f->retry_ms = f->cfg.retry_min_ms;
     f->rand_state = seed | 1;
     f->state = PEER_S_IDLE;
-}
-
-static uint64_t next_rand(struct peer_fsm *f)
-{
-    /* xorshift64*: jitter only, no security role */
-    uint64_t x = f->rand_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    f->rand_state = x;
-    return x * UINT64_C(2685821657736338717);
 }
 
 static void logf_(struct peer_fsm *f, struct peer_actions *a, const char *fmt, ...)
@@ -82,7 +73,7 @@ static void to_idle(struct peer_fsm *f, struct peer_actions *a, int retry)
         if (base > f->cfg.retry_max_ms)
             base = f->cfg.retry_max_ms;
         /* jitter: 75% to 100% of the delay, so two speakers do not retry in step */
-        f->retry_ms = base - (int64_t)(next_rand(f) % (uint64_t)(base / 4 + 1));
+        f->retry_ms = base - (int64_t)(rand_xorshift(&f->rand_state) % (uint64_t)(base / 4 + 1));
         a->what |= PEER_A_ARM_RETRY;
         a->retry_ms = f->retry_ms;
     }

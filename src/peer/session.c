@@ -105,17 +105,6 @@ int pr__tls_init(struct speaker *sp, const char *cert, const char *key, char *er
     return 0;
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int pr__pin_load(struct nbr *n, const char *ca_file, const char *fp_hex, char *err, size_t errlen)
 {
     if (fp_hex) {
@@ -124,7 +113,7 @@ int pr__pin_load(struct nbr *n, const char *ca_file, const char *fp_hex, char *e
         for (const char *p = fp_hex; *p; p++) {
             if (*p == ':')
                 continue;
-            int hi = hexval(p[0]), lo = p[1] ? hexval(p[1]) : -1;
+            int hi = hex_digit(p[0]), lo = p[1] ? hex_digit(p[1]) : -1;
             if (hi < 0 || lo < 0 || got >= 32) {
                 snprintf(err, errlen, "fingerprint: expected the SHA-256 of the certificate in hex");
                 return -1;
@@ -243,16 +232,6 @@ static int nbr_nconns(const struct nbr *n)
     return k;
 }
 
-static uint64_t nbr_rand(struct nbr *n)
-{
-    uint64_t x = n->rand_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    n->rand_state = x;
-    return x * UINT64_C(2685821657736338717);
-}
-
 static void retry_fire(struct loop_timer *t)
 {
     struct nbr *n = (struct nbr *)((char *)t - offsetof(struct nbr, retry));
@@ -279,7 +258,7 @@ void pr__nbr_arm_retry(struct nbr *n)
     if (n->failures == 0)
         base = 0;
     /* jitter: 75% to 100% of the delay, so two speakers do not retry in step */
-    n->retry_ms = base - (int64_t)(nbr_rand(n) % (uint64_t)(base / 4 + 1));
+    n->retry_ms = base - (int64_t)(rand_xorshift(&n->rand_state) % (uint64_t)(base / 4 + 1));
     loop_timer_start(&n->retry, n->retry_ms);
 }
 

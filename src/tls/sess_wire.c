@@ -202,17 +202,6 @@ int sess_keyring_derive(const struct sess_keyring *kr, uint16_t key_id, const ch
     return ok ? 0 : -1;
 }
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r';
@@ -282,7 +271,7 @@ static int parse_key_hex(const struct word *w, uint8_t *key)
     if (w->len != 2 * SESS_KEY_LEN)
         return -1;
     for (i = 0; i < SESS_KEY_LEN; i++) {
-        int hi = hex_val(w->s[2 * i]), lo = hex_val(w->s[2 * i + 1]);
+        int hi = hex_digit(w->s[2 * i]), lo = hex_digit(w->s[2 * i + 1]);
 
         if (hi < 0 || lo < 0)
             return -1;
