@@ -1391,6 +1391,7 @@ static int api_peers(void *arg, const struct admin_req *req, struct buf *out, co
             json_kv_int(&j, "up_since_ms", n->up_since_ms);
             json_kv_int(&j, "hold_time", n->session->fsm.hold_time);
             json_kv_str(&j, "direction", n->session->outbound ? "outbound" : "inbound");
+            json_kv_str(&j, "remote", n->session->remote);
         }
         json_kv_int(&j, "established", (int64_t)n->established);
         json_kv_int(&j, "routes", (int64_t)st.routes);

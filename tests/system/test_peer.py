@@ -400,6 +400,31 @@ def test_large_table_in_many_messages(tmp_path, procs, peer_pki):
     assert nbr(beta, "alpha")["updates_out"] == n["updates_in"]
 
 
+def test_source_address_and_capability_mismatch(tmp_path, procs, peer_pki):
+    """`source` sets where our connections come from (beta, passive, sees
+    alpha's session arrive from it); speakers with no message family in
+    common get OPEN error 4 and no session."""
+    a, b, src = fresh_addr(), fresh_addr(), fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")],
+                          f"    source {src};\n    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", None, "")],
+                         "    area 10.2.0.0/16;\n    handoff cname cdn.beta.test;")
+    wait_up((beta, "alpha"))
+    assert nbr(beta, "alpha")["remote"].split(":")[0] == src
+    assert nbr(alpha, "beta")["direction"] == "outbound"
+
+    # a second alpha, offering areas only, and a gamma offering content only
+    c, d = fresh_addr(), fresh_addr()
+    alpha2 = start_speaker(tmp_path, procs, peer_pki, "alpha", d, [("gamma", c, "")],
+                           "    families areas;\n    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;")
+    gamma = start_speaker(tmp_path, procs, peer_pki, "gamma", c, [("alpha", d, "")],
+                          "    families content;\n    publisher www.gamma.test;\n    handoff cname cdn.gamma.test;")
+    wait_for(lambda: "no common capability" in nbr(gamma, "alpha")["last_error"] and
+             "no common capability" in nbr(alpha2, "gamma")["last_error"], 15 * SLOW, "OPEN error 4 both ways")
+    alpha = alpha2
+    assert not established(alpha, "gamma") and not established(gamma, "alpha")
+
+
 def raw_session(pki, cdn, addr):
     """A hand-made peer: TLS with cdn's certificate, OPEN, KEEPALIVE."""
     s = tls_client(pki, cdn, addr)
