@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cache/internal.h"
+#include "lib/handoff.h"
 #include "lib/json.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -69,6 +70,8 @@ const struct conf_opt cache_opts[] = {
      .help = "ADDR:PORT [proxy_protocol]: plain HTTP listener; proxy_protocol = connections start with a PROXY v2 header (behind a switch)."},
     {.name = "listen_tls", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 1, .max_args = 2,
      .help = "ADDR:PORT [proxy_protocol]: HTTPS listener."},
+    {.name = "handoff", .type = CONF_PATH,
+     .help = "Unix socket path where a switch on this host hands client connections over instead of relaying them (docs/switch.md); mode 0600. Restart to change."},
     {.name = "certificate", .type = CONF_ARGS, .flags = CONF_MULTI, .min_args = 2, .max_args = 2,
      .help = "CERT_PEM KEY_PEM; chosen by SNI against the certificate's names (first = default)."},
     {.name = "tls_min_version", .type = CONF_ENUM, .choices = "TLSv1.2|TLSv1.3", .def = "TLSv1.2",
@@ -548,6 +551,17 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
                               : xasprintf("%.*s/%s", (int)(slash - conf_find(b, "access_log")->file),
                                           conf_find(b, "access_log")->file, al);
     }
+    ca->handoff_fd = -1;
+    if (conf_str(b, "handoff")) {
+        struct handoff_addr ha;
+        if (handoff_addr_parse(conf_str(b, "handoff"), &ha) < 0) {
+            conf_error(c, conf_find(b, "handoff"), "handoff: \"%s\" must be an absolute path of at most %zu bytes",
+                       conf_str(b, "handoff"), sizeof(ha.sun.sun_path) - 1);
+            errors++;
+        } else {
+            ca->handoff_path = xstrdup(conf_str(b, "handoff"));
+        }
+    }
     errors += parse_tls_group(c, b, ca);
     errors += parse_tls_redis(c, b, ca);
     if (conf_str(b, "disk_path"))
@@ -564,12 +578,63 @@ static void *cache_create(struct conf *c, const struct conf_node *b)
         free(ca->proxy_tls);
         free(ca->disk_path);
         free(ca->access_path);
+        free(ca->handoff_path);
         cache__settings_unref(ca->set);
         free(ca);
         return NULL;
     }
     ca->store = store_create((uint64_t)conf_int(b, "memory"), ek);
     return ca;
+}
+
+/* Hand-off: switch connections are accepted on the main loop and spread
+ * over the workers, each of which then serves what comes through its own. */
+
+struct handoff_start {
+    struct cache *ca;
+    struct cache_worker *w;
+    int fd;
+};
+
+static void handoff_start_cb(void *arg)
+{
+    struct handoff_start *hs = arg;
+    hsrv_handoff(hs->w->srv, hs->fd, hs->ca->m_handoff_ok, hs->ca->m_handoff_bad);
+    free(hs);
+}
+
+static void handoff_accept_cb(struct loop_io *io, unsigned events)
+{
+    struct cache *ca = io->data;
+    for (int i = 0; i < 16; i++) {
+        int fd = handoff_accept(io->fd);
+        if (fd == -EAGAIN || fd == -EINTR)
+            return;
+        if (fd == -EPERM) {
+            log_warn("cache: refused a hand-off connection from another user");
+            continue;
+        }
+        if (fd < 0) {
+            log_warn("cache: accept on %s: %s", ca->handoff_path, strerror(-fd));
+            return;
+        }
+        struct handoff_start *hs = xmalloc(sizeof(*hs));
+        hs->ca = ca;
+        hs->w = &ca->workers[ca->handoff_turn++ % ca->nworkers];
+        hs->fd = fd;
+        loop_post(hs->w->loop, handoff_start_cb, hs);
+    }
+}
+
+/* Stops taking switch connections (drain, or the end). */
+static void handoff_close(struct cache *ca)
+{
+    if (ca->handoff_fd < 0)
+        return;
+    loop_io_stop(&ca->handoff_io);
+    close(ca->handoff_fd);
+    ca->handoff_fd = -1;
+    unlink(ca->handoff_path);
 }
 
 static int64_t gauge_objects(void *arg)
@@ -884,6 +949,28 @@ static int cache_start(void *inst, const struct role_env *env)
         }
         atomic_store(&ca->access_fd, fd);
     }
+    if (ca->handoff_path) {
+        int fd = handoff_listen(ca->handoff_path);
+        if (fd < 0) {
+            log_error("cache: handoff %s: %s", ca->handoff_path,
+                      fd == -EADDRINUSE ? "another process listens on it"
+                      : fd == -EEXIST  ? "exists and is not a socket"
+                                       : strerror(-fd));
+            return fd;
+        }
+        ca->handoff_fd = fd;
+        ca->handoff_io.data = ca;
+        int rc = loop_io_start(env->main_loop, &ca->handoff_io, fd, LOOP_READ, handoff_accept_cb);
+        if (rc < 0) {
+            close(fd);
+            ca->handoff_fd = -1;
+            return rc;
+        }
+        ca->m_handoff_ok = metric_counter("ferry_cache_handoffs_total", "result=\"accepted\"",
+                                          "Client connections a switch handed over");
+        ca->m_handoff_bad = metric_counter("ferry_cache_handoffs_total", "result=\"refused\"",
+                                           "Client connections a switch handed over");
+    }
     ca->nworkers = env->nworkers;
     ca->workers = xcalloc(env->nworkers, sizeof(*ca->workers));
     for (unsigned i = 0; i < env->nworkers; i++) {
@@ -912,6 +999,8 @@ static int cache_start(void *inst, const struct role_env *env)
             }
         }
     }
+    if (ca->handoff_fd >= 0)
+        log_info("cache %s: taking connections handed off at %s", ca->set->name, ca->handoff_path);
     for (size_t j = 0; j < ca->nlisten; j++)
         log_info("cache %s: listening on http://%s", ca->set->name,
                  net_addr_str(&ca->listen[j], as, sizeof(as)));
@@ -987,6 +1076,9 @@ static int cache_reload(void *inst, void *fresh_inst, struct conf *c)
 static void cache_drain(void *inst, void (*done)(void *), void *arg)
 {
     struct cache *ca = inst;
+    /* A switch that hands over connections finds nothing listening now,
+     * and tries another cache. */
+    handoff_close(ca);
     struct hsrv **srvs = xcalloc(ca->nworkers + 1, sizeof(*srvs));
     for (unsigned i = 0; i < ca->nworkers; i++)
         srvs[i] = ca->workers[i].srv;
@@ -1015,6 +1107,8 @@ static void cache_destroy(void *inst)
         cache__settings_unref(ca->workers[i].set);
     }
     free(ca->workers);
+    handoff_close(ca);
+    free(ca->handoff_path);
     store_destroy(ca->store);
     int fd = atomic_load(&ca->access_fd);
     if (fd >= 0)

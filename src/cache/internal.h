@@ -65,6 +65,11 @@ struct cache {
     struct net_addr *listen, *listen_tls; /* owned */
     size_t nlisten, nlisten_tls;
     unsigned char *proxy, *proxy_tls;     /* owned: PROXY v2 flag per listener */
+    char *handoff_path;          /* owned: where a switch hands connections over, or NULL */
+    int handoff_fd;              /* its listening socket (on main_loop), or -1 */
+    struct loop_io handoff_io;
+    unsigned handoff_turn;       /* the worker that takes the next switch connection */
+    struct metric *m_handoff_ok, *m_handoff_bad;
     struct hsrv_limits lim;
     struct up_timeouts upt;
     struct cache_worker *workers; /* owned */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "http/date.h"
+#include "lib/handoff.h"
 #include "lib/proxyproto.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -45,6 +46,11 @@ struct listener {
     struct hsrv *srv;
     SSL_CTX *ctx; /* up-referenced, or NULL for plain */
     int proxy;    /* expects a PROXY v2 header first */
+    /* A switch's hand-off connection (lib/handoff.h) instead of a TCP
+     * listener: each message brings a client connection. */
+    int handoff;
+    uint8_t *hbuf;    /* owned: HANDOFF_BUF bytes */
+    struct metric *m_handoff_ok, *m_handoff_bad;
     struct listener *next;
 };
 
@@ -80,6 +86,7 @@ struct conn {
     int flush_pending;        /* a deferred flush is queued */
     uint8_t *pbuf;            /* PROXY header being read (owned), then NULL */
     size_t plen;
+    int prefixed;             /* TLS reads from a memory BIO holding bytes the switch read */
     int keep_alive_after;     /* the response ended with keep-alive */
     int resp_open;            /* handler owns a response */
     int read_eof;
@@ -455,6 +462,24 @@ static void arm_timer(struct conn *c, int64_t ms)
 }
 
 /* Reads what is there. Returns bytes read, 0 if nothing now, -1 on EOF/error. */
+/*
+ * A handed-off TLS connection reads the bytes the switch already read
+ * from a memory BIO first. Once SSL wants more than it holds, reading
+ * moves to the socket, where the client's next bytes are. Returns 1 when
+ * it just moved (retry the call), 0 when there was nothing to move.
+ */
+static int prefix_done(struct conn *c)
+{
+    if (!c->prefixed)
+        return 0;
+    c->prefixed = 0;
+    BIO *b = BIO_new_socket(c->io.fd, BIO_NOCLOSE);
+    if (b == NULL)
+        return 0;
+    SSL_set0_rbio(c->ssl, b);
+    return 1;
+}
+
 static ssize_t conn_read(struct conn *c)
 {
     char *p = buf_reserve(&c->in, READ_CHUNK);
@@ -466,6 +491,8 @@ static ssize_t conn_read(struct conn *c)
             return r;
         }
         int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ && prefix_done(c))
+            return conn_read(c);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
             return 0;
         return -1;
@@ -520,6 +547,10 @@ static void handshake(struct conn *c)
 {
     ERR_clear_error();
     int r = SSL_do_handshake(c->ssl);
+    if (r != 1 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ && prefix_done(c)) {
+        ERR_clear_error();
+        r = SSL_do_handshake(c->ssl);
+    }
     if (r == 1) {
         c->state = CS_HEAD;
         c->pub.sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
@@ -820,6 +851,60 @@ static void conn_io(struct loop_io *io, unsigned events)
     conn_want(c);
 }
 
+/*
+ * Makes a connection of an accepted (or handed-off) socket and starts
+ * watching it. Returns the connection, or NULL with fd closed.
+ */
+static struct conn *conn_new(struct hsrv *s, int fd, const struct net_addr *peer, SSL_CTX *ctx,
+                             int proxy)
+{
+    struct conn *c = xcalloc(1, sizeof(*c));
+    c->pub.peer = *peer;
+    c->pub.local.len = sizeof(c->pub.local.ss);
+    getsockname(fd, (struct sockaddr *)&c->pub.local.ss, &c->pub.local.len);
+    c->pub.loop = s->loop;
+    c->pub.srv = s;
+    c->pub.srv_ud = s->arg;
+    buf_init(&c->in);
+    buf_init(&c->head);
+    buf_init(&c->body);
+    c->out_tail = &c->out_head;
+    c->io.data = c;
+    c->state = CS_HEAD;
+    if (ctx) {
+        c->ssl = SSL_new(ctx);
+        if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+            SSL_free(c->ssl);
+            close(fd);
+            free(c);
+            return NULL;
+        }
+        SSL_set_accept_state(c->ssl);
+        c->pub.is_tls = 1;
+        c->state = CS_HANDSHAKE;
+    }
+    if (proxy) {
+        c->pbuf = xmalloc(PROXY_V2_MAX);
+        c->state = CS_PROXY;
+    }
+    if (loop_io_start(s->loop, &c->io, fd, LOOP_READ, conn_io) < 0) {
+        SSL_free(c->ssl);
+        close(fd);
+        free(c->pbuf);
+        free(c);
+        return NULL;
+    }
+    loop_timer_init(s->loop, &c->timer, conn_timeout);
+    c->timer.data = c;
+    arm_timer(c, s->lim.header_timeout_ms);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    return c;
+}
+
 static void accept_cb(struct loop_io *io, unsigned events)
 {
     struct listener *L = io->data;
@@ -839,49 +924,114 @@ static void accept_cb(struct loop_io *io, unsigned events)
             continue;
         }
         net_nodelay(fd);
-        struct conn *c = xcalloc(1, sizeof(*c));
-        c->pub.peer = peer;
-        c->pub.local.len = sizeof(c->pub.local.ss);
-        getsockname(fd, (struct sockaddr *)&c->pub.local.ss, &c->pub.local.len);
-        c->pub.loop = s->loop;
-        c->pub.srv = s;
-        c->pub.srv_ud = s->arg;
-        buf_init(&c->in);
-        buf_init(&c->head);
-        buf_init(&c->body);
-        c->out_tail = &c->out_head;
-        c->io.data = c;
-        c->state = CS_HEAD;
-        if (L->ctx) {
-            c->ssl = SSL_new(L->ctx);
-            if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
-                SSL_free(c->ssl);
-                close(fd);
-                free(c);
-                continue;
+        conn_new(s, fd, &peer, L->ctx, L->proxy);
+    }
+}
+
+/* Starts a handed-off connection with the bytes the switch read. */
+static void handoff_one(struct hsrv *s, int fd, const struct handoff_msg *m, SSL_CTX *ctx)
+{
+    struct net_addr peer = {.len = sizeof(peer.ss)};
+    if (getpeername(fd, (struct sockaddr *)&peer.ss, &peer.len) < 0) {
+        /* The client left while its connection was in flight. */
+        close(fd);
+        return;
+    }
+    struct conn *c = conn_new(s, fd, &peer, ctx, 0);
+    if (c == NULL)
+        return;
+    if (m->len > 0) {
+        if (c->ssl) {
+            BIO *mem = BIO_new(BIO_s_mem());
+            BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
+            if (mem == NULL || sock == NULL || BIO_write(mem, m->bytes, (int)m->len) != (int)m->len) {
+                BIO_free(mem);
+                BIO_free(sock);
+                conn_close_now(c);
+                return;
             }
-            SSL_set_accept_state(c->ssl);
-            c->pub.is_tls = 1;
-            c->state = CS_HANDSHAKE;
+            /* Empty means "retry", not end of file. */
+            BIO_set_mem_eof_return(mem, -1);
+            SSL_set_bio(c->ssl, mem, sock);
+            c->prefixed = 1;
+        } else {
+            buf_append(&c->in, m->bytes, m->len);
         }
-        if (L->proxy) {
-            c->pbuf = xmalloc(PROXY_V2_MAX);
-            c->state = CS_PROXY;
+    }
+    /* The bytes are here already: run as if the socket had been readable. */
+    conn_io(&c->io, LOOP_READ);
+}
+
+/* The server's TLS context for handed-off TLS connections: its TLS
+ * listeners' (kept current by hsrv_set_ssl_ctx), or NULL. */
+static SSL_CTX *server_ctx(const struct hsrv *s, int *has_plain)
+{
+    SSL_CTX *ctx = NULL;
+    *has_plain = 0;
+    for (const struct listener *L = s->listeners; L; L = L->next) {
+        if (L->handoff)
+            continue;
+        if (L->ctx)
+            ctx = L->ctx;
+        else
+            *has_plain = 1;
+    }
+    return ctx;
+}
+
+static void listener_free(struct hsrv *s, struct listener *L)
+{
+    struct listener **pp = &s->listeners;
+    while (*pp && *pp != L)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = L->next;
+    int fd = L->io.fd;
+    loop_io_stop(&L->io);
+    if (fd >= 0)
+        close(fd);
+    SSL_CTX_free(L->ctx);
+    free(L->hbuf);
+    free(L);
+}
+
+static void handoff_cb(struct loop_io *io, unsigned events)
+{
+    struct listener *L = io->data;
+    struct hsrv *s = L->srv;
+
+    for (int i = 0; i < 64; i++) {
+        int fd, has_plain;
+        struct handoff_msg m;
+        const char *why = NULL;
+        int r = handoff_recv(io->fd, L->hbuf, &fd, &m, &why);
+        if (r == 0)
+            return;
+        if (r == -2) {
+            log_debug("%s: a switch closed its hand-off connection", s->name);
+            listener_free(s, L);
+            return;
         }
-        if (loop_io_start(s->loop, &c->io, fd, LOOP_READ, conn_io) < 0) {
-            SSL_free(c->ssl);
+        SSL_CTX *ctx = server_ctx(s, &has_plain);
+        if (r > 0 && ((m.tls && ctx == NULL) || (!m.tls && !has_plain))) {
             close(fd);
-            free(c);
+            r = -1;
+            why = m.tls ? "TLS, but this server has no TLS listener"
+                        : "plain HTTP, but this server has no plain listener";
+        }
+        if (r < 0) {
+            if (L->m_handoff_bad)
+                metric_inc(L->m_handoff_bad);
+            log_warnx("%s: refused a connection hand-off: %s", s->name, why);
             continue;
         }
-        loop_timer_init(s->loop, &c->timer, conn_timeout);
-        c->timer.data = c;
-        arm_timer(c, s->lim.header_timeout_ms);
-        c->next = s->conns;
-        if (s->conns)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
+        if (L->m_handoff_ok)
+            metric_inc(L->m_handoff_ok);
+        if (s->nconns >= s->lim.max_conns || s->draining) {
+            close(fd);
+            continue;
+        }
+        handoff_one(s, fd, &m, m.tls ? ctx : NULL);
     }
 }
 
@@ -925,6 +1075,30 @@ int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx, int p
     return 0;
 }
 
+void hsrv_handoff(struct hsrv *s, int fd, struct metric *ok, struct metric *bad)
+{
+    if (s->draining) {
+        close(fd);
+        return;
+    }
+    struct listener *L = xcalloc(1, sizeof(*L));
+    L->srv = s;
+    L->io.data = L;
+    L->handoff = 1;
+    L->m_handoff_ok = ok;
+    L->m_handoff_bad = bad;
+    L->hbuf = xmalloc(HANDOFF_BUF);
+    if (loop_io_start(s->loop, &L->io, fd, LOOP_READ, handoff_cb) < 0) {
+        log_warn("%s: epoll_ctl", s->name);
+        close(fd);
+        free(L->hbuf);
+        free(L);
+        return;
+    }
+    L->next = s->listeners;
+    s->listeners = L;
+}
+
 void hsrv_set_via(struct hsrv *s, const char *via)
 {
     free(s->via);
@@ -934,7 +1108,7 @@ void hsrv_set_via(struct hsrv *s, const char *via)
 void hsrv_set_ssl_ctx(struct hsrv *s, SSL_CTX *ctx)
 {
     for (struct listener *L = s->listeners; L; L = L->next) {
-        if (L->ctx == NULL || L->ctx == ctx)
+        if (L->ctx == NULL || L->ctx == ctx || L->handoff)
             continue;
         SSL_CTX_up_ref(ctx);
         SSL_CTX_free(L->ctx);
@@ -944,20 +1118,22 @@ void hsrv_set_ssl_ctx(struct hsrv *s, SSL_CTX *ctx)
 
 static void close_listeners(struct hsrv *s)
 {
-    while (s->listeners) {
-        struct listener *L = s->listeners;
-        s->listeners = L->next;
-        int fd = L->io.fd;
-        loop_io_stop(&L->io);
-        if (fd >= 0)
-            close(fd);
-        SSL_CTX_free(L->ctx);
-        free(L);
-    }
+    while (s->listeners)
+        listener_free(s, s->listeners);
 }
 
 void hsrv_drain(struct hsrv *s, void (*done)(void *), void *arg)
 {
+    /* Connections a switch has handed over already are served: the switch
+     * gets EPIPE for any further ones (and tries elsewhere), then what is
+     * queued is taken. */
+    for (struct listener *L = s->listeners, *next; L; L = next) {
+        next = L->next;
+        if (L->handoff) {
+            shutdown(L->io.fd, SHUT_RD);
+            handoff_cb(&L->io, LOOP_READ);
+        }
+    }
     s->draining = 1;
     s->drain_done = done;
     s->drain_arg = arg;

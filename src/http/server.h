@@ -28,6 +28,7 @@
 #include "http/http1.h"
 #include "lib/buf.h"
 #include "lib/loop.h"
+#include "lib/metrics.h"
 #include "lib/net.h"
 
 #define HCONN_LOW_WATER (64u * 1024)
@@ -92,6 +93,15 @@ struct hsrv *hsrv_create(struct loop *loop, const struct hsrv_handler *h, void *
  * Returns 0 or -errno.
  */
 int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx, int proxy_protocol);
+/*
+ * Serves the client connections a switch hands over on fd, an accepted
+ * hand-off connection (lib/handoff.h), which the server now owns: it
+ * closes it when the switch does, or on drain. TLS ones use the server's
+ * TLS listeners' context, and are refused without one; plain ones are
+ * refused without a plain listener. ok and bad (either may be NULL) count
+ * the hand-offs taken and refused. Worker loop thread.
+ */
+void hsrv_handoff(struct hsrv *s, int fd, struct metric *ok, struct metric *bad);
 /*
  * Sets the Via value (e.g. "1.1 edge-1 (ferry/0.1)") that the server's own
  * error responses (parse errors, timeouts) carry; NULL for none. Copied.

@@ -49,6 +49,12 @@ void sw_backend_unref(struct sw_backend *b)
 {
     if (b == NULL || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (b->hsock) {
+        for (int i = 0; i < SW_MAX_WORKERS * SW_HANDOFF_STREAMS; i++)
+            if (b->hsock[i] >= 0)
+                close(b->hsock[i]);
+        free(b->hsock);
+    }
     free(b->name);
     free(b);
 }
@@ -77,6 +83,12 @@ void sw_backend_bind_metrics(struct sw_backend *b)
                                        "Connects to the backend that failed (passive detection)");
     b->m_check_fail = metric_counter("ferry_switch_backend_check_failures_total", labels,
                                      "Active health checks of the backend that failed");
+    if (b->has_handoff) {
+        b->m_handoff = metric_counter("ferry_switch_handoffs_total", labels,
+                                      "Client connections handed over to the backend (not relayed)");
+        b->m_handoff_fallback = metric_counter("ferry_switch_handoff_fallbacks_total", labels,
+                                               "Hand-offs the backend's full queue refused, relayed instead");
+    }
     metric_set(b->m_up, atomic_load(&b->up));
 }
 
@@ -86,7 +98,9 @@ int sw_backend_same(const struct sw_backend *a, const struct sw_backend *b)
            a->addr.len == b->addr.len && memcmp(&a->addr.ss, &b->addr.ss, a->addr.len) == 0 &&
            a->check.len == b->check.len && memcmp(&a->check.ss, &b->check.ss, a->check.len) == 0 &&
            (!a->has_http || (a->http.len == b->http.len &&
-                             memcmp(&a->http.ss, &b->http.ss, a->http.len) == 0));
+                             memcmp(&a->http.ss, &b->http.ss, a->http.len) == 0)) &&
+           a->has_handoff == b->has_handoff &&
+           (!a->has_handoff || strcmp(a->handoff.sun.sun_path, b->handoff.sun.sun_path) == 0);
 }
 
 void sw_backend_set_up(struct sw_backend *b, int up, const char *why)

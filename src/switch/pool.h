@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/handoff.h"
 #include "lib/loop.h"
 #include "lib/metrics.h"
 #include "lib/net.h"
@@ -49,6 +50,8 @@ int sw_step_parse(const char *name, enum sw_step *out);
 enum { SW_HS_FULL = 0, SW_HS_RESUMED = 1 };
 
 #define SW_MAX_WEIGHT 1000
+#define SW_MAX_WORKERS 64     /* the top-level `workers` limit */
+#define SW_HANDOFF_STREAMS 4  /* hand-off connections per worker and backend */
 
 struct sw_backend {
     _Atomic int refs;
@@ -58,6 +61,12 @@ struct sw_backend {
     struct net_addr http;        /* where plain HTTP listeners forward (has_http) */
     struct net_addr check;       /* health-check target (default: addr) */
     int has_http;
+    struct handoff_addr handoff; /* the cache's hand-off socket (has_handoff) */
+    int has_handoff;
+    /* Hand-off connections: SW_HANDOFF_STREAMS per worker, each slot used
+     * only by its worker's thread; -1 = not connected. Owned (closed when
+     * the backend is freed). */
+    int *hsock;
     unsigned label;              /* 0 = none */
     _Atomic unsigned weight;     /* share of new clients (hash, leastconn, roundrobin); 0 = drain */
     _Atomic int up;              /* in service */
@@ -67,6 +76,7 @@ struct sw_backend {
     struct metric *m_routed[SW_NSTEPS];
     struct metric *m_hs[SW_NSTEPS][2];
     struct metric *m_up, *m_active, *m_connect_fail, *m_check_fail;
+    struct metric *m_handoff, *m_handoff_fallback;
 };
 
 struct sw_pool {

@@ -132,6 +132,8 @@ struct sw_worker {
     uint8_t *iobuf;              /* owned: COPY_CHUNK bytes for copy mode */
     size_t scratch_len;
     int pipes[PIPE_CACHE][2];    /* empty pipes for reuse */
+    unsigned idx;                /* this worker's index, for its hand-off slots */
+    unsigned hturn;              /* the hand-off connection used next */
     unsigned npipes;
     int draining;
     void (*drain_done)(void *);
@@ -722,6 +724,70 @@ static void conn_connect(struct conn *c)
     loop_timer_start(&c->timer, c->set->connect_timeout_ms);
 }
 
+/*
+ * The backend took the client's socket: it answers the client itself from
+ * now on. Nothing of the connection stays here.
+ */
+static void handed_off(struct conn *c)
+{
+    struct sw_backend *b = c->b;
+    sw_backend_passive(b, 1, 0);
+    if (b->m_routed[c->step])
+        metric_inc(b->m_routed[c->step]);
+    atomic_fetch_add(&c->w->sw->step_routed[c->step], 1);
+    if (b->m_handoff)
+        metric_inc(b->m_handoff);
+    /* The socket's description lives on in the cache, so closing our fd
+     * would not take it out of this loop's epoll: remove it first. */
+    if (c->cio.loop != NULL) {
+        int fd = c->cio.fd;
+        loop_io_stop(&c->cio);
+        c->cio.fd = fd;
+    }
+    conn_close(c);
+}
+
+/*
+ * Hands the connection to a backend on this host, on one of this worker's
+ * connections to it (taken in turn; one closed by a restarted cache is
+ * opened again, once). Returns 1 when it is done (handed off, or failed
+ * over to the next backend), 0 to relay it over TCP instead: the hand-off
+ * connection is full, which means the cache is behind, not down.
+ */
+static int try_handoff(struct conn *c)
+{
+    struct sw_worker *w = c->w;
+    struct sw_backend *b = c->b;
+    int *slot = &b->hsock[w->idx * SW_HANDOFF_STREAMS + w->hturn++ % SW_HANDOFF_STREAMS];
+    int r = -EPIPE;
+    for (int attempt = 0; attempt < 2 && (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN); attempt++) {
+        if (*slot < 0) {
+            *slot = handoff_connect(&b->handoff);
+            if (*slot < 0) {
+                r = *slot;
+                *slot = -1;
+                break;
+            }
+        }
+        r = handoff_send(*slot, c->cio.fd, !c->plain, buf_head(&c->head), buf_avail(&c->head));
+        if (r < 0 && r != -EAGAIN) {
+            close(*slot);
+            *slot = -1;
+        }
+    }
+    if (r == 0) {
+        handed_off(c);
+        return 1;
+    }
+    if (r == -EAGAIN || r == -ENOBUFS || r == -ENOMEM || r == -ETOOMANYREFS || r == -EMSGSIZE) {
+        if (b->m_handoff_fallback)
+            metric_inc(b->m_handoff_fallback);
+        return 0;
+    }
+    connect_failed(c, r);
+    return 1;
+}
+
 /* Runs the chain (again, after a failed connect) and connects. */
 static void conn_route(struct conn *c)
 {
@@ -747,6 +813,8 @@ static void conn_route(struct conn *c)
     atomic_fetch_add(&d.b->active, 1);
     if (d.b->m_active)
         metric_add(d.b->m_active, 1);
+    if (d.b->has_handoff && try_handoff(c))
+        return;
     conn_connect(c);
 }
 
@@ -1014,6 +1082,7 @@ void sw__worker_init(struct sw_worker *w, struct sw *sw, struct loop *l, struct 
     w->sw = sw;
     w->loop = l;
     w->set = s;
+    w->idx = (unsigned)(w - sw->workers);
 }
 
 int sw__worker_listen(struct sw_worker *w, const struct sw_listen_conf *lc)

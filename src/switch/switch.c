@@ -32,11 +32,12 @@ const struct conf_opt switch_opts[] = {
     {.name = "listen_http", .type = CONF_ADDR, .flags = CONF_MULTI,
      .help = "Address for plain HTTP clients (routed by http_policy to the backends' http address)."},
     {.name = "backend", .type = CONF_ARGS, .flags = CONF_MULTI | CONF_REQUIRED, .min_args = 2,
-     .max_args = 10,
-     .help = "NAME ADDR [label N] [http ADDR] [check ADDR] [weight W]: a cache server (TLS at ADDR, "
-             "plain HTTP at http ADDR), its session-ID label, where to health-check it, and its share "
-             "of new clients (weight 0-1000, default 1; 0 drains it: label and sticky steps still "
-             "send it the sessions it holds)."},
+     .max_args = 12,
+     .help = "NAME ADDR [label N] [http ADDR] [check ADDR] [weight W] [handoff PATH]: a cache server "
+             "(TLS at ADDR, plain HTTP at http ADDR), its session-ID label, where to health-check it, "
+             "its share of new clients (weight 0-1000, default 1; 0 drains it: label and sticky steps "
+             "still send it the sessions it holds), and, for a cache on this host, the unix socket "
+             "where it takes client connections handed over instead of relayed (its `handoff`)."},
     {.name = "policy", .type = CONF_ARGS, .min_args = 1, .max_args = SW_MAX_STEPS,
      .def = "psk ticket session_id hash",
      .help = "The chain for TLS connections, in order: psk ticket session_id sticky hash "
@@ -127,7 +128,7 @@ static int name_ok(const char *s)
     return 1;
 }
 
-/* Parses one `backend NAME ADDR [label N] [http ADDR] [check ADDR] [weight W]` line. */
+/* Parses one `backend NAME ADDR [label N] [http ADDR] [check ADDR] [weight W] [handoff PATH]` line. */
 static struct sw_backend *parse_backend(struct conf *c, const struct conf_node *n,
                                         const struct sw_hash_key *key)
 {
@@ -169,6 +170,18 @@ static struct sw_backend *parse_backend(struct conf *c, const struct conf_node *
                 conf_error(c, n, "backend %s: check \"%s\" is not a numeric address:port", b->name, v);
                 goto fail;
             }
+        } else if (strcmp(k, "handoff") == 0) {
+            if (handoff_addr_parse(v, &b->handoff) < 0) {
+                conf_error(c, n, "backend %s: handoff \"%s\" must be an absolute path of at most %zu bytes",
+                           b->name, v, sizeof(b->handoff.sun.sun_path) - 1);
+                goto fail;
+            }
+            if (!b->has_handoff) {
+                b->hsock = xmalloc(SW_MAX_WORKERS * SW_HANDOFF_STREAMS * sizeof(int));
+                for (int j = 0; j < SW_MAX_WORKERS * SW_HANDOFF_STREAMS; j++)
+                    b->hsock[j] = -1;
+            }
+            b->has_handoff = 1;
         } else if (strcmp(k, "weight") == 0) {
             int64_t w;
             if (conf_parse_int(v, &w) < 0 || w < 0 || w > SW_MAX_WEIGHT) {
@@ -177,7 +190,7 @@ static struct sw_backend *parse_backend(struct conf *c, const struct conf_node *
             }
             atomic_store(&b->weight, (unsigned)w);
         } else {
-            conf_error(c, n, "backend %s: unknown parameter \"%s\" (label, http, check, weight)", b->name, k);
+            conf_error(c, n, "backend %s: unknown parameter \"%s\" (label, http, check, weight, handoff)", b->name, k);
             goto fail;
         }
     }
@@ -407,6 +420,11 @@ static int api_switch(void *arg, const struct admin_req *req, struct buf *out, c
         json_kv_str(&j, "address", net_addr_str(&b->addr, as, sizeof(as)));
         if (b->has_http)
             json_kv_str(&j, "http", net_addr_str(&b->http, as, sizeof(as)));
+        if (b->has_handoff) {
+            json_kv_str(&j, "handoff", b->handoff.sun.sun_path);
+            json_kv_int(&j, "handed_off", b->m_handoff ? metric_value(b->m_handoff) : 0);
+            json_kv_int(&j, "handoff_fallbacks", b->m_handoff_fallback ? metric_value(b->m_handoff_fallback) : 0);
+        }
         json_kv_str(&j, "check", net_addr_str(&b->check, as, sizeof(as)));
         json_kv_int(&j, "label", b->label);
         json_kv_int(&j, "weight", atomic_load(&b->weight));

@@ -29,11 +29,12 @@ class Node:
 
     def __init__(self, tmp_path, procs, nginx_factory, pki, policy="psk ticket session_id hash",
                  tickets="on", switch_extra="", cache_extra="", http_policy="hash", proxy=False,
-                 backends=(1, 2, 3), check="http", weights=None):
+                 backends=(1, 2, 3), check="http", weights=None, handoff=False):
         self.tmp, self.procs, self.pki = str(tmp_path), procs, pki
         self.ngx = nginx_factory("")
         self.ngx.put("/index.html", "hello from the origin\n")
         self.tickets, self.cache_extra, self.proxy = tickets, cache_extra, proxy
+        self.handoff = handoff
         self.caches, self.addrs = {}, {}
         for i in (1, 2, 3):
             self.addrs[i] = fresh_addr()
@@ -57,12 +58,16 @@ cache {{
     certificate {cert} {key};
     tls_label {i};
     tls_tickets {self.tickets};
+    {f"handoff {self.sock(i)};" if self.handoff else ""}
     memory 8m;
     access_log {self.tmp}/access-{i}.log;
     {self.cache_extra}
     publisher {HOST} {{ origin http://{self.ngx.addr}:8080; }}
 }}
 """
+
+    def sock(self, i):
+        return f"{self.tmp}/cache-{i}.sock"
 
     def start_cache(self, i):
         a = self.addrs[i]
@@ -75,7 +80,8 @@ cache {{
         # HTTP checks go to the caches' admin port; TLS checks to the TLS port (the default).
         lines = "\n".join(f"    backend cache-{i} {self.addrs[i]}:8443 label {i} http {self.addrs[i]}:8080"
                           + (f" check {self.addrs[i]}:9000" if self.check == "http" else "")
-                          + (f" weight {self.weights[i]}" if i in self.weights else "") + ";"
+                          + (f" weight {self.weights[i]}" if i in self.weights else "")
+                          + (f" handoff {self.sock(i)}" if self.handoff else "") + ";"
                           for i in backends)
         return f"""
 log_level debug;
@@ -143,6 +149,21 @@ def via(out):
     raise AssertionError("no Via in:\n" + out)
 
 
+def resume_three_times(node, version, sess):
+    """A new session with s_client, then three resumptions of it, each on
+    the cache that issued it. Returns that cache's name and number."""
+    out = node.s_client(version, "-sess_out", sess)
+    assert "New, TLS" in out, out
+    first = via(out)
+    for _ in range(3):
+        out = node.s_client(version, "-sess_in", sess)
+        assert "Reused, TLS" in out, out
+        assert via(out) == first
+    i = int(first.split("-")[1])
+    assert node.caches[i].metric("ferry_tls_handshakes_total", 'handshake="resumed"') == 3
+    return first, i
+
+
 @pytest.mark.parametrize("version,tickets,step", [
     ("-tls1_2", "off", "session_id"),
     ("-tls1_2", "on", "ticket"),
@@ -153,16 +174,7 @@ def test_resumption_lands_on_the_same_cache(tmp_path, procs, nginx_factory, pki,
     # Round robin decides fresh connections, so without label routing the
     # resumptions would be spread over the three caches.
     node = Node(tmp_path, procs, nginx_factory, pki, policy="psk ticket session_id roundrobin", tickets=tickets)
-    sess = tmp_path / "sess.pem"
-    out = node.s_client(version, "-sess_out", sess)
-    assert "New, TLS" in out, out
-    first = via(out)
-    for _ in range(3):
-        out = node.s_client(version, "-sess_in", sess)
-        assert "Reused, TLS" in out, out
-        assert via(out) == first
-    i = int(first.split("-")[1])
-    assert node.caches[i].metric("ferry_tls_handshakes_total", 'handshake="resumed"') == 3
+    first, i = resume_three_times(node, version, tmp_path / "sess.pem")
     assert node.sw.metric("ferry_switch_connections_total", f'backend="{first}",step="{step}"') == 3
     assert node.sw.metric("ferry_switch_handshakes_total", f'step="{step}",handshake="resumed"') == 3
     assert node.sw.metric("ferry_switch_handshakes_total", 'step="roundrobin",handshake="full"') == 1
