@@ -93,6 +93,9 @@ Environment:
   BENCH_NS=3,8              node group sizes
   BENCH_STRATEGIES=roundrobin,label,sticky,hash,group,redis,tickets
   BENCH_SCENARIOS=steady,fail,join,switch-restart
+  BENCH_HANDOFF=0           1: every cache listens on a hand-off socket and
+                            the switch hands each connection over to it
+                            (`handoff`, docs/switch.md) instead of relaying
   BENCH_REFERENCE=1         the openssl s_time reference (0: skip)
   BENCH_STIME=5             seconds per s_time run
   BENCH_STIME_PAR=4         also run this many s_time processes at once
@@ -160,6 +163,7 @@ NS = [int(x) for x in env_list("BENCH_NS", "3,8")]
 STRATEGY_NAMES = env_list("BENCH_STRATEGIES", "roundrobin,label,sticky,hash,group,redis,tickets")
 SCENARIOS = env_list("BENCH_SCENARIOS", "steady,fail,join,switch-restart")
 REFERENCE = os.environ.get("BENCH_REFERENCE", "1") == "1"
+HANDOFF = os.environ.get("BENCH_HANDOFF", "0") == "1"
 STIME = env_float("BENCH_STIME", 5)
 STIME_PAR = env_int("BENCH_STIME_PAR", 4)
 BUDGET = env_float("BENCH_BUDGET", 2400)
@@ -470,6 +474,7 @@ cache {{
     listen_tls {a}:{TLS_PORT};
     certificate {self.d}/bench.pem {self.d}/bench.key;
     memory 16m;
+    {f"handoff {self.d}/cache{i}.sock;" if HANDOFF else ""}
     {lines}
     publisher {HOST} {{
         origin http://{ORIGIN}:{HTTP_PORT};
@@ -509,7 +514,9 @@ cache {{
     # switch -------------------------------------------------------------
     def switch_conf(self, policy, members):
         backends = "".join(f"    backend cache-{i} {CACHE_ADDR[i]}:{TLS_PORT} label {i} "
-                           f"check {CACHE_ADDR[i]}:{ADMIN_PORT};\n" for i in members)
+                           f"check {CACHE_ADDR[i]}:{ADMIN_PORT}"
+                           + (f" handoff {self.d}/cache{i}.sock" if HANDOFF else "") + ";\n"
+                           for i in members)
         return write(os.path.join(self.d, "switch.conf"), f"""workers 1;
 error_log {self.d}/switch.log;
 admin {{
@@ -947,7 +954,9 @@ def report(meta):
     w(f"Machine: {meta['nproc']} CPUs, {meta['cpu']}, kernel {meta['kernel']}; {meta['openssl']}; {meta['redis']}.")
     w(f"Ferry commit {meta['commit']}, binaries from {BUILD}. {CLIENTS} clients, {THREADS} threads. "
       f"Pinned: caches, switch and redis-server on CPU {SERVER_CPU}, the load generator and s_time on CPU "
-      f"{LOADGEN_CPU}. Wall time {elapsed():.0f} s.\n")
+      f"{LOADGEN_CPU}. Wall time {elapsed():.0f} s."
+      + (" The switch hands connections over to the caches (BENCH_HANDOFF=1)." if meta.get("handoff") else "")
+      + "\n")
     ref = [r for r in RUNS if r["section"] == "reference"]
     if ref:
         w(f"## Reference: openssl s_time against one cache directly ({STIME:g} s per run)\n")
@@ -1121,6 +1130,7 @@ def machine():
         "kernel": os.uname().release,
         "openssl": sh("openssl", "version"),
         "redis": (sh("redis-server", "--version").split(" sha=")[0] or "?"),
+        "handoff": HANDOFF,
         "commit": os.environ.get("FERRY_COMMIT") or sh("git", "-C", ROOT, "rev-parse", "--short", "HEAD") or "?",
     }
 
