@@ -78,6 +78,10 @@ Environment:
   BENCH_TICKETS=on,off      the caches' tls_tickets settings for `resume`
   BENCH_RATE_DURATION=5     seconds per rate run
   BENCH_RATE_CLIENTS=1000
+  BENCH_HANDOFF=0           1: the caches listen on hand-off sockets and Ferry's
+                            switch hands each connection over to them instead
+                            of relaying it (`handoff`, docs/switch.md);
+                            HAProxy relays as always
   BENCH_STRACE=0            1: count the fronts' system calls per connection in
                             the rate runs (strace -c; slows the fronts)
   BENCH_BULK_REQUESTS=40
@@ -134,6 +138,7 @@ RATE_DURATION = env_float("BENCH_RATE_DURATION", 5)
 RATE_CLIENTS = env_int("BENCH_RATE_CLIENTS", 1000)
 RATE_THREADS = 32
 STRACE = os.environ.get("BENCH_STRACE") == "1"
+HANDOFF = os.environ.get("BENCH_HANDOFF") == "1"
 BULK_REQUESTS = env_int("BENCH_BULK_REQUESTS", 40)
 LAT_CONNS = env_int("BENCH_LAT_CONNS", 400)
 LOAD_MAX = env_float("BENCH_LOAD_MAX", 1.0)
@@ -350,6 +355,7 @@ cache {{
     tls_label {i};
     tls_label_codec prefix;
     tls_tickets {tickets};
+    {f"handoff {self.d}/cache{i}.sock;" if HANDOFF else ""}
     memory 256m;
     max_object_size 64m;
     publisher {HOST} {{
@@ -390,7 +396,8 @@ cache {{
         if self.switch:
             stop(self.switch)
         backends = "".join(
-            f"    backend cache-{i} {a}:{TLS_PORT} label {i} check {a}:9000;\n" for i, a in CACHES.items())
+            f"    backend cache-{i} {a}:{TLS_PORT} label {i} check {a}:9000"
+            + (f" handoff {self.d}/cache{i}.sock" if HANDOFF else "") + ";\n" for i, a in CACHES.items())
         conf = write(os.path.join(self.d, "switch.conf"), f"""workers 1;
 error_log {self.d}/switch.log;
 admin {{
@@ -838,7 +845,8 @@ def report(meta):
     w = out.append
     w(f"# Switch benchmark, {meta['date']}\n")
     w(f"Machine: {meta['nproc']} CPUs, {meta['cpu']}, kernel {meta['kernel']}; {meta['openssl']}; {meta['haproxy']}.")
-    w(f"Ferry commit {meta['commit']}, binaries from {BUILD}.")
+    w(f"Ferry commit {meta['commit']}, binaries from {BUILD}."
+      + (" Ferry's switch hands connections over to the caches (BENCH_HANDOFF=1)." if HANDOFF else ""))
     w(f"Pinned: switch, HAProxy and the three caches on CPU {SERVER_CPU}, the load generator on CPU {LOADGEN_CPU}. "
       "Medians (min–max) over the rounds. Load = 1-min load average before each run; steal and other = % of one "
       "core during the run.\n")
