@@ -130,7 +130,8 @@ for i in $caches; do
 "
     done
     cat > b-cache$i.conf <<CONF
-# Node B, cache server $i: shares TLS session state with the other two.
+# Node B, cache server $i: shares TLS session state with the other two, and
+# takes client connections from the switch by hand-off (same host).
 error_log $run/b-cache$i.log;
 admin {
     listen $addr:9000;
@@ -139,6 +140,7 @@ admin {
 cache {
     name demo-b-cache-$i;
     listen_tls $addr:8443;
+    handoff $run/b-cache$i.sock;
     certificate $run/www.pem $run/www.key;
     memory 64m;
     access_log $run/b-access$i.log;
@@ -158,7 +160,9 @@ CONF
 done
 
 cat > b-switch.conf <<CONF
-# Node B's switch: round robin; any cache can resume any session.
+# Node B's switch: round robin; any cache can resume any session. The caches
+# run on this host, so the switch hands each client's socket over to them
+# instead of relaying its bytes.
 error_log $run/b-switch.log;
 admin {
     listen 127.0.2.10:9000;
@@ -170,9 +174,9 @@ switch {
     health_check tls;
     health_check_sni $host;
     health_check_timeout 3s;
-    backend b-cache-1 127.0.2.11:8443;
-    backend b-cache-2 127.0.2.12:8443;
-    backend b-cache-3 127.0.2.13:8443;
+    backend b-cache-1 127.0.2.11:8443 handoff $run/b-cache1.sock;
+    backend b-cache-2 127.0.2.12:8443 handoff $run/b-cache2.sock;
+    backend b-cache-3 127.0.2.13:8443 handoff $run/b-cache3.sock;
 }
 CONF
 

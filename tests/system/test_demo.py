@@ -72,6 +72,10 @@ def test_demo_runs_and_stops(tmp_path):
                 assert b"Reused, TLSv1" in r.stdout, r.stdout
                 seen.update(l.split()[2] for l in r.stdout.split(b"\r\n") if l.startswith(b"Via:"))
             assert len(seen) == 3, (version, seen)
+        # Node B's switch handed those connections over to its caches instead of relaying them.
+        r = subprocess.run([ctl, "-c", bconf, "switch"], capture_output=True, text=True, timeout=30)
+        bb = json.loads(r.stdout)["backends"]
+        assert sum(b["handed_off"] for b in bb) >= 8 and all(b["handed_off"] >= 1 for b in bb), bb
         ctl = subprocess.run([os.path.join(BUILD, "ferryctl"), "-c", str(tmp_path / "run" / "b-cache2.conf"),
                               "sessions"], capture_output=True, text=True, timeout=30)
         st = json.loads(ctl.stdout)
