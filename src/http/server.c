@@ -1141,7 +1141,10 @@ void hsrv_drain(struct hsrv *s, void (*done)(void *), void *arg)
     struct conn *c = s->conns;
     while (c) {
         struct conn *next = c->next;
-        if (!c->resp_open && c->state != CS_BODY && hconn_pending(&c->pub) == 0)
+        /* Idle between requests: closed. A connection that has not had its
+         * first request yet (accepted or handed over just before the drain)
+         * gets it, within header_timeout, and is closed after it. */
+        if (!c->resp_open && c->state != CS_BODY && hconn_pending(&c->pub) == 0 && c->pub.nreq > 0)
             conn_close_now(c);
         else
             c->pub.closing = 1;

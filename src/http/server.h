@@ -110,8 +110,10 @@ void hsrv_set_via(struct hsrv *s, const char *via);
 /* Replaces the SSL_CTX of TLS listeners for new connections (reload). */
 void hsrv_set_ssl_ctx(struct hsrv *s, SSL_CTX *ctx);
 /*
- * Stops accepting and closes idle connections; busy ones close after their
- * current response. done(arg) runs once no connection is left.
+ * Stops accepting (and taking hand-offs, after those already queued) and
+ * closes connections idle between requests; busy ones, and ones that have
+ * not had their first request yet, close after their current (or first)
+ * response. done(arg) runs once no connection is left.
  */
 void hsrv_drain(struct hsrv *s, void (*done)(void *arg), void *arg);
 /*

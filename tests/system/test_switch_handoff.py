@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -256,3 +257,33 @@ cache {{
     err = r.stderr.decode()
     assert f"{conf}:4:" in err and "handoff \"relative/path.sock\" must be an absolute path" in err, err
     assert f"{conf}:8:" in err and "must be an absolute path of at most 107 bytes" in err, err
+
+
+def test_a_draining_cache_answers_what_was_handed_over(tmp_path, procs, nginx_factory, pki):
+    node = Node(tmp_path, procs, nginx_factory, pki, policy="roundrobin", handoff=True)
+    settled(node)
+    total0 = node.sw.metric("ferry_switch_handoffs_total")
+    # One cache is stopped while TLS clients arrive: the switch hands a third
+    # of them to it, and they wait in its queue with their ClientHello.
+    victim = 1
+    node.caches[victim].proc.send_signal(signal.SIGSTOP)
+    before = node.sw.metric("ferry_switch_handoffs_total", f'backend="cache-{victim}"')
+    with ThreadPoolExecutor(max_workers=21) as pool:
+        futs = [pool.submit(node.get, fresh_addr(), "/", 8443, True, 30) for _ in range(21)]
+        wait_for(lambda: node.sw.metric("ferry_switch_handoffs_total") == total0 + 21, 10 * SLOW,
+                 "21 connections handed over")
+        queued = node.sw.metric("ferry_switch_handoffs_total", f'backend="cache-{victim}"') - before
+        assert queued == 7, queued
+        # Told to stop, then let run: it takes what is queued, and each of
+        # those clients (in the middle of its handshake when the drain
+        # starts) gets its answer before the cache exits.
+        node.caches[victim].proc.send_signal(signal.SIGTERM)
+        node.caches[victim].proc.send_signal(signal.SIGCONT)
+        results = [f.result() for f in futs]
+    assert all(status == 200 for status, _ in results), results
+    assert sum(1 for _, name in results if name == f"cache-{victim}") == 7, results
+    assert node.caches[victim].proc.p.wait(timeout=20 * SLOW) == 0
+    assert not os.path.exists(node.sock(victim))
+    # Its socket is gone: new clients go to the others.
+    for _ in range(6):
+        assert node.get(fresh_addr())[1] != f"cache-{victim}"
