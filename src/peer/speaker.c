@@ -25,6 +25,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "peer/internal.h"
+#include "peer/list.h"
 #include "peer/peer.h"
 
 #define ORIGIN_FILE_MAX (INT64_C(1) << 31)
@@ -150,61 +151,6 @@ static const char *const ct_names[] = {"static", "streaming"};
 static const char *const fam_names[] = {"areas", "content"};
 static const char *const dist_names[] = {"pull", "push"};
 
-/* Parses "a.b.c.d/n" or "v6/n" into a route. */
-static int parse_prefix(const char *s, struct peer_route *r)
-{
-    char host[64];
-    const char *slash = strchr(s, '/');
-    size_t hl = slash ? (size_t)(slash - s) : strlen(s);
-    if (hl == 0 || hl >= sizeof(host))
-        return -1;
-    memcpy(host, s, hl);
-    host[hl] = 0;
-    memset(r, 0, sizeof(*r));
-    unsigned max;
-    if (inet_pton(AF_INET, host, r->addr) == 1) {
-        r->kind = PEER_R_AREA4;
-        max = 32;
-    } else if (inet_pton(AF_INET6, host, r->addr) == 1) {
-        r->kind = PEER_R_AREA6;
-        max = 128;
-    } else {
-        return -1;
-    }
-    unsigned plen = max;
-    if (slash) {
-        char *end;
-        errno = 0;
-        unsigned long v = strtoul(slash + 1, &end, 10);
-        if (*end || end == slash + 1 || errno || v > max)
-            return -1;
-        plen = (unsigned)v;
-    }
-    for (unsigned b = plen; b < max; b++)
-        if (r->addr[b / 8] & (0x80u >> (b % 8)))
-            return -1; /* host bits set: say so rather than guess */
-    r->plen = (uint8_t)plen;
-    return 0;
-}
-
-static int host_valid(const char *h)
-{
-    size_t l = strlen(h);
-    if (l == 0 || l > PEER_MAX_HOST || h[0] == '.' || h[l - 1] == '.')
-        return 0;
-    for (const char *p = h; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
-            return 0;
-    return strstr(h, "..") == NULL;
-}
-
-static int uri_valid(const char *u)
-{
-    size_t l = strlen(u);
-    return l > 0 && l <= PEER_MAX_URI &&
-           (strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0) && !strpbrk(u, " \t\r\n");
-}
-
 /* Parses one import rule's arguments. */
 /* Parses a rule from n's arguments starting at `first`: PREFIX [le N] | publisher H | uri U | any. */
 static int parse_rule(struct conf *c, const struct conf_node *n, int first, int accept, struct rib_rule *r)
@@ -224,7 +170,7 @@ static int parse_rule(struct conf *c, const struct conf_node *n, int first, int 
         int pub = a0[0] == 'p';
         const char *t = args[1];
         const char *h = pub && strncmp(t, "*.", 2) == 0 ? t + 2 : t;
-        if (pub ? !host_valid(h) : !uri_valid(t)) {
+        if (pub ? !peer_host_valid(h) : !peer_uri_valid(t)) {
             conf_error(c, n, "%s: \"%s\" is not a %s", n->name, t, pub ? "host name or *.suffix" : "http(s) URI prefix");
             return -1;
         }
@@ -233,7 +179,7 @@ static int parse_rule(struct conf *c, const struct conf_node *n, int first, int 
         return 0;
     }
     struct peer_route pr;
-    if (parse_prefix(a0, &pr) < 0) {
+    if (peer_parse_prefix(a0, &pr) < 0) {
         conf_error(c, n, "%s: \"%s\" is not a prefix, publisher HOST, uri PREFIX or any", n->name, a0);
         return -1;
     }
@@ -471,19 +417,10 @@ static void aggregate_keys(struct buf *keys)
 
 static int add_unit(struct speaker *sp, const char *t, struct buf *out)
 {
-    struct peer_route r = {0};
-    if (strncmp(t, "http://", 7) == 0 || strncmp(t, "https://", 8) == 0) {
-        if (!uri_valid(t))
-            return -1;
-        r.kind = PEER_R_URI;
-    } else {
-        if (!host_valid(t))
-            return -1;
-        r.kind = PEER_R_PUBLISHER;
-    }
+    struct peer_route r;
     (void)sp;
-    r.text = t;
-    r.len = (uint16_t)strlen(t);
+    if (peer_parse_unit(t, &r) < 0)
+        return -1;
     key_put(out, &r);
     return 0;
 }
@@ -498,34 +435,27 @@ static int read_list_file(struct conf *c, const struct conf_node *n, struct spea
         conf_error(c, n, "%s %s: %s", n->name, path, strerror(errno));
         return 1;
     }
-    char line[PEER_MAX_URI + 64];
+    char line[PEER_LIST_LINE_MAX];
     int lineno = 0, errors = 0;
     while (fgets(line, sizeof(line), f)) {
         lineno++;
-        char *h = strchr(line, '#');
-        if (h)
-            *h = 0;
-        char *s = line;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        size_t l = strlen(s);
-        while (l && (s[l - 1] == '\n' || s[l - 1] == '\r' || s[l - 1] == ' ' || s[l - 1] == '\t'))
-            s[--l] = 0;
-        if (l == 0)
-            continue;
-        int bad;
-        if (areas) {
-            struct peer_route r;
-            bad = parse_prefix(s, &r) < 0;
-            if (!bad)
-                key_put(out, &r);
+        struct peer_route r;
+        int rc;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            /* Longer than any valid entry: skip the rest of the line. */
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n')
+                ;
+            rc = -1;
         } else {
-            bad = add_unit(sp, s, out) < 0;
+            rc = peer_list_line(line, areas, &r);
         }
-        if (bad && errors < 10)
-            conf_error(c, n, "%s %s:%d: \"%.80s\" is not %s", n->name, path, lineno, s,
+        if (rc > 0)
+            key_put(out, &r);
+        if (rc < 0 && errors < 10)
+            conf_error(c, n, "%s %s:%d: \"%.80s\" is not %s", n->name, path, lineno, line,
                        areas ? "an IPv4 or IPv6 prefix" : "a host name or http(s) URI prefix");
-        errors += bad;
+        errors += rc < 0;
     }
     fclose(f);
     return errors;
@@ -556,9 +486,9 @@ static int parse_handoff(struct conf *c, const struct conf_node *n, struct speak
     if (!bad && m == 2)
         bad = n->nargs != 2 || net_addr_parse(n->args[1], &a) < 0;
     if (!bad && m == 3)
-        bad = n->nargs != 2 || !uri_valid(n->args[1]);
+        bad = n->nargs != 2 || !peer_uri_valid(n->args[1]);
     if (!bad && (m == 0 || m == 1))
-        bad = !host_valid(n->args[1]) || (m == 0 && n->nargs != 2) || (m == 1 && n->nargs < 3);
+        bad = !peer_host_valid(n->args[1]) || (m == 0 && n->nargs != 2) || (m == 1 && n->nargs < 3);
     if (bad) {
         conf_error(c, n, "handoff %s: expected %s", names[m],
                    m == 0 ? "a zone name" : m == 1 ? "NSNAME ADDR [ADDR...]" : m == 2 ? "ADDR:PORT" : "an http(s) base URL");
@@ -665,7 +595,7 @@ static void *peer_create(struct conf *c, const struct conf_node *blk)
     }
     for (n = conf_find(blk, "area"); n; n = conf_next(n)) {
         struct peer_route r;
-        if (parse_prefix(n->args[0], &r) < 0) {
+        if (peer_parse_prefix(n->args[0], &r) < 0) {
             conf_error(c, n, "area: \"%s\" is not an IPv4 or IPv6 prefix (host bits must be zero)", n->args[0]);
             errors++;
             continue;
@@ -681,7 +611,7 @@ static void *peer_create(struct conf *c, const struct conf_node *blk)
         }
     }
     for (n = conf_find(blk, "uri_prefix"); n; n = conf_next(n)) {
-        if (!uri_valid(n->args[0]) || add_unit(sp, n->args[0], &sp->originated) < 0) {
+        if (!peer_uri_valid(n->args[0]) || add_unit(sp, n->args[0], &sp->originated) < 0) {
             conf_error(c, n, "uri_prefix: \"%s\" is not an http:// or https:// prefix", n->args[0]);
             errors++;
         }
@@ -1470,15 +1400,15 @@ static int api_routes(void *arg, const struct admin_req *req, struct buf *out, c
     if (admin_param(req->query, "dest", q, sizeof(q)) == 0 && q[0]) {
         struct peer_route r;
         const struct rib_dest *d = NULL;
-        if (parse_prefix(q, &r) == 0) {
+        if (peer_parse_prefix(q, &r) == 0) {
             /* an exact prefix, else the longest match of an address */
             d = rib_find(sp->rib, &r);
             if (d == NULL && strchr(q, '/') == NULL)
                 d = rib_match(sp->rib, r.kind == PEER_R_AREA4 ? 4 : 6, r.addr);
-        } else if (uri_valid(q)) {
+        } else if (peer_uri_valid(q)) {
             r = (struct peer_route){.kind = PEER_R_URI, .text = q, .len = (uint16_t)strlen(q)};
             d = rib_find(sp->rib, &r);
-        } else if (host_valid(q)) {
+        } else if (peer_host_valid(q)) {
             x.publisher = q;
         } else {
             buf_fini(&text);

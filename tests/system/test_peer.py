@@ -237,6 +237,21 @@ def test_bad_config_is_a_file_line_error(tmp_path, peer_pki):
     assert r.returncode != 0
     assert "ferryd.conf:" in r.stderr and "fingerprint" in r.stderr and "area" in r.stderr
 
+    # Area and content files: each bad line is reported with its own file and line.
+    areas, units = tmp_path / "areas.txt", tmp_path / "units.txt"
+    areas.write_text("# ours\n10.9.0.0/16\n10.9.0.1/16   # host bits\n" + "1" * 5000 + "\n2001:db8::/32\n")
+    units.write_text("www.example.test\nWWW.Example.test\nhttps://cdn.example.test/a b\n")
+    conf = speaker_conf(peer_pki, "alpha", a, [("beta", a, f"fingerprint {'AB:' * 31}CD")],
+                        f"    area_file {areas};\n    content_file {units};\n    handoff cname cdn.alpha.test;")
+    f.write_config(conf)
+    r = subprocess.run([FERRYD, "-t", "-c", f.conf], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert f"area_file {areas}:3: \"10.9.0.1/16\" is not an IPv4 or IPv6 prefix" in r.stderr, r.stderr
+    assert f"area_file {areas}:4:" in r.stderr, r.stderr
+    assert f"{areas}:5" not in r.stderr and f"{areas}:2" not in r.stderr, r.stderr
+    assert f"content_file {units}:2: \"WWW.Example.test\"" in r.stderr, r.stderr
+    assert f"content_file {units}:3:" in r.stderr and f"{units}:1" not in r.stderr, r.stderr
+
 
 # ---- malformed input ----------------------------------------------------------
 
