@@ -482,7 +482,10 @@ static void keepalive_fire(struct loop_timer *t)
 static void deadline_fire(struct loop_timer *t)
 {
     struct pconn *c = (struct pconn *)((char *)t - offsetof(struct pconn, deadline));
-    pr__conn_close(c, c->phase == PC_CONNECTING ? "connect timed out" : "TLS handshake timed out");
+    const char *why = c->phase == PC_CONNECTING ? "connect timed out" : "TLS handshake timed out";
+    if (c->nbr)
+        snprintf(c->nbr->last_error, sizeof(c->nbr->last_error), "%s", why);
+    pr__conn_close(c, why);
 }
 
 /* The TLS handshake is done: check ALPN and the pin, bind to the neighbor, send OPEN. */

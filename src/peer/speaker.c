@@ -1336,6 +1336,7 @@ static int api_peers(void *arg, const struct admin_req *req, struct buf *out, co
         json_key(&j, "end_of_rib");
         json_bool(&j, n->eor_received);
         json_kv_str(&j, "last_error", n->last_error);
+        json_kv_int(&j, "connect_failures", (int64_t)n->failures);
         json_obj_end(&j);
     }
     json_arr_end(&j);

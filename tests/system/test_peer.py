@@ -53,7 +53,7 @@ def peer_pki(tmp_path_factory):
     return {"ca": str(d / "ca.pem"), "certs": certs, "fingerprint": fingerprint}
 
 
-def speaker_conf(pki, cdn, addr, neighbors, extra="", cert=None, hold="9s"):
+def speaker_conf(pki, cdn, addr, neighbors, extra="", cert=None, hold="9s", retry=("200ms", "1s")):
     """A ferryd config with one peer block. neighbors: list of
     (id, address or None, extra neighbor lines)."""
     cert, key = pki["certs"][cert or cdn]
@@ -73,16 +73,16 @@ peer {{
     cert {cert};
     key {key};
     hold_time {hold};
-    connect_retry 200ms;
-    connect_retry_max 1s;
+    connect_retry {retry[0]};
+    connect_retry_max {retry[1]};
     feed_delay 0;
 {extra}
 {nb}}}
 """
 
 
-def start_speaker(tmp_path, procs, pki, cdn, addr, neighbors, extra="", cert=None, hold="9s"):
-    f = Ferryd(str(tmp_path), f"{cdn}-{addr}", speaker_conf(pki, cdn, addr, neighbors, extra, cert, hold),
+def start_speaker(tmp_path, procs, pki, cdn, addr, neighbors, extra="", cert=None, hold="9s", retry=("200ms", "1s")):
+    f = Ferryd(str(tmp_path), f"{cdn}-{addr}", speaker_conf(pki, cdn, addr, neighbors, extra, cert, hold, retry),
                admin_addr=f"{addr}:9000")
     procs.append(f)
     f.start([(addr, PORT), (addr, 9000)])
@@ -617,3 +617,59 @@ def test_router_follows_advertisements(netns, tmp_path, procs, peer_pki):
     assert "hold timer" in nbr(alpha, "beta")["last_error"], nbr(alpha, "beta")
     nft("delete table inet cut")
     wait_for(lambda: answer().endswith("cdn.beta.test."), 20 * SLOW, "the hand-off back with the link")
+
+
+def test_message_size_limit_and_connect_timeouts(tmp_path, procs, peer_pki):
+    """max_message: alpha accepts at most 4 KiB messages and says so in its
+    OPEN; beta splits a 3,000-area table to fit, and a raw peer that sends
+    more gets NOTIFICATION 1/1. connect_timeout and connect_retry_max: a
+    neighbor whose SYNs vanish fails by timeout, again and again at the
+    short retry bound, without holding up the other session."""
+    a, b, g = fresh_addr(), fresh_addr(), fresh_addr()
+    limits = "    max_message 4096;\n    connect_timeout 300ms;\n"
+    nft("add table inet blackhole",
+        "add chain inet blackhole out { type filter hook output priority 0 ; }",
+        f"add rule inet blackhole out ip daddr {g} tcp dport {PORT} drop")
+    try:
+        alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, ""), ("gamma", g, "")],
+                              limits + "    area 10.1.0.0/16;\n    handoff cname cdn.alpha.test;",
+                              retry=("100ms", "400ms"))
+        areas = tmp_path / "beta-areas.txt"
+        areas.write_text("".join(f"10.{64 + i // 256}.{i % 256}.0/24\n" for i in range(3000)))
+        beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                             f"    aggregate off;\n    area_file {areas};\n    handoff cname cdn.beta.test;")
+        wait_up((alpha, "beta"))
+        wait_for(lambda: nbr(alpha, "beta")["end_of_rib"], 20 * SLOW, "beta's table")
+        n = nbr(alpha, "beta")
+        assert n["routes"] == 3000, n
+        # 3,000 prefixes of 4 bytes each do not fit in one 4 KiB UPDATE.
+        assert n["updates_in"] >= 4, n
+        # gamma never answers: each attempt ends by connect_timeout, and the
+        # retries stay within connect_retry_max, so they pile up quickly.
+        wait_for(lambda: nbr(alpha, "gamma")["connect_failures"] >= 6, 20 * SLOW, "gamma's connects time out")
+        assert nbr(alpha, "gamma")["last_error"] == "connect timed out", nbr(alpha, "gamma")
+        assert established(alpha, "beta")
+    finally:
+        nft("delete table inet blackhole")
+
+    # A raw peer: alpha's OPEN carries MAX-MESSAGE 4096; a 5,000-byte message is refused.
+    # (As gamma: beta's session is up, and a second one would be a collision.)
+    s = tls_client(peer_pki, "gamma", a)
+    s.sendall(open_msg("gamma"))
+    typ, body = read_msg(s)
+    assert typ == 1
+    caps, i = body[4 + body[3]:], 0
+    found = None
+    while i + 4 <= len(caps):
+        t, ln = caps[i + 1], struct.unpack("!H", caps[i + 2:i + 4])[0]
+        if t == 6:
+            found = struct.unpack("!I", caps[i + 4:i + 8])[0]
+        i += 4 + ln
+    assert found == 4096, body
+    s.sendall(struct.pack("!IBB", 5000, 2, 0) + bytes(4994))
+    m = read_msg(s)
+    while m and m[0] != 3:
+        m = read_msg(s)
+    assert m and m[1][:2] == bytes([1, 1]), m
+    s.close()
+    assert alpha.proc.alive()
