@@ -673,3 +673,38 @@ def test_message_size_limit_and_connect_timeouts(tmp_path, procs, peer_pki):
     assert m and m[1][:2] == bytes([1, 1]), m
     s.close()
     assert alpha.proc.alive()
+
+
+def test_routing_and_content_types(tmp_path, procs, peer_pki):
+    """The speaker-level routing_types and content_types are offered in OPEN
+    and a session carries only what both sides offer: alpha (HTTP redirects
+    only) learns beta's areas with beta's HTTP hand-off and not its CNAME; a
+    speaker with no routing type or no content type in common gets OPEN
+    error 4, and says which."""
+    a, b, c, d = fresh_addr(), fresh_addr(), fresh_addr(), fresh_addr()
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, ""), ("gamma", c, "")],
+                          "    routing_types http;\n    content_types static streaming;\n"
+                          "    area 10.1.0.0/16;\n    handoff http https://cdn.alpha.test/;")
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, ""), ("gamma", d, "")],
+                         "    content_types streaming;\n    area 10.2.0.0/16;\n"
+                         "    handoff cname cdn.beta.test;\n    handoff http https://cdn.beta.test/;")
+    wait_up((alpha, "beta"), (beta, "alpha"))
+    wait_for(lambda: nbr(alpha, "beta")["end_of_rib"], 10 * SLOW, "beta's table")
+    (dest,) = routes(alpha, "10.2.0.0/16")
+    assert [(h["method"], h["target"]) for h in dest["routes"][0]["handoff"]] == [
+        ("http", "https://cdn.beta.test/")], dest
+    # gamma offers DNS hand-offs only: nothing in common with alpha. As
+    # another gamma (at d), it offers static content only: nothing in common with beta.
+    start_speaker(tmp_path, procs, peer_pki, "gamma", c, [("alpha", a, "")],
+                  "    routing_types dns;\n    area 10.3.0.0/16;\n    handoff cname cdn.gamma.test;")
+    start_speaker(tmp_path, procs, peer_pki, "gamma", d, [("beta", b, "")],
+                  "    content_types static;\n    area 10.3.0.0/16;\n    handoff cname cdn.gamma.test;")
+    wait_for(lambda: "no common capability" in nbr(alpha, "gamma")["last_error"], 15 * SLOW,
+             "OPEN error 4 between alpha and gamma")
+    wait_for(lambda: "no common capability" in nbr(beta, "gamma")["last_error"], 15 * SLOW,
+             "OPEN error 4 between beta and gamma")
+    # Each side reads the other's OPEN before its NOTIFICATION, and says why it refuses.
+    assert "no common routing type" in alpha.proc.output()
+    assert "no common content type" in beta.proc.output()
+    assert not established(alpha, "gamma") and not established(beta, "gamma")
+    assert established(alpha, "beta")
