@@ -134,6 +134,7 @@ void pr__connect(struct nbr *n);
 void pr__conn_send(struct pconn *c);            /* after appending to c->out */
 void pr__conn_close(struct pconn *c, const char *why);
 void pr__nbr_stop(struct nbr *n, uint8_t subcode); /* cease with this subcode, no retry */
+void pr__nbr_reset(struct nbr *n, uint8_t subcode); /* cease with this subcode, then connect again */
 void pr__nbr_init(struct nbr *n);               /* at start, before any other pr__nbr_ call */
 void pr__nbr_arm_retry(struct nbr *n);
 int pr__pin_load(struct nbr *n, const char *ca_file, const char *fp_hex, char *err, size_t errlen);

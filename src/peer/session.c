@@ -387,6 +387,20 @@ void pr__nbr_stop(struct nbr *n, uint8_t subcode)
     loop_timer_stop(&n->retry);
 }
 
+void pr__nbr_reset(struct nbr *n, uint8_t subcode)
+{
+    for (unsigned i = 0; i < PR_MAX_CONNS; i++) {
+        struct pconn *c = n->conns[i];
+        if (c == NULL)
+            continue;
+        if (c->phase == PC_OPEN)
+            protocol_error(c, PEER_ERR_CEASE, subcode, NULL);
+        if (!c->closed)
+            pr__conn_close(c, "reset");
+    }
+    /* Closing the last connection armed the retry (with an address). */
+}
+
 /* A second connection of the same neighbor reached OpenConfirm. */
 static void collision(struct pconn *c)
 {

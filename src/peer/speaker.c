@@ -1582,6 +1582,15 @@ static int policy_equal(const struct rib_policy *a, const struct rib_policy *b, 
     return 1;
 }
 
+/* Whether the neighbor has a connection (in any phase). */
+static int nbr_connected(const struct nbr *n)
+{
+    for (unsigned i = 0; i < PR_MAX_CONNS; i++)
+        if (n->conns[i])
+            return 1;
+    return 0;
+}
+
 static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
 {
     struct speaker *sp = inst, *f = fresh_inst;
@@ -1604,6 +1613,19 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
     SSL_CTX *t;
     t = sp->server_ctx, sp->server_ctx = f->server_ctx, f->server_ctx = t;
     t = sp->client_ctx, sp->client_ctx = f->client_ctx, f->client_ctx = t;
+    /* Session parameters: what our OPEN offers. Sessions that would open
+     * differently now are reset (cease 6) and come back with them. */
+    int open_changed = sp->routing_types != f->routing_types || sp->content_types != f->content_types ||
+                       sp->families != f->families || sp->max_message != f->max_message;
+    sp->routing_types = f->routing_types;
+    sp->content_types = f->content_types;
+    sp->families = f->families;
+    sp->max_message = f->max_message;
+    sp->hold_time = f->hold_time;
+    sp->retry_min_ms = f->retry_min_ms;
+    sp->retry_max_ms = f->retry_max_ms;
+    sp->connect_timeout_ms = f->connect_timeout_ms;
+    sp->feed_delay_ms = f->feed_delay_ms;
     /* neighbors: policies of the ones kept; new ones added; removed ones stopped */
     for (struct nbr *n = sp->nbrs; n; n = n->next) {
         struct nbr *m;
@@ -1645,12 +1667,17 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
         m->ca = NULL;
         n->has_fp = m->has_fp;
         memcpy(n->fp, m->fp, sizeof(n->fp));
+        int reset = open_changed || n->hold_time != m->hold_time;
         n->hold_time = m->hold_time;
         int moved = n->has_addr != m->has_addr || memcmp(&n->addr, &m->addr, sizeof(n->addr)) != 0;
         n->has_addr = m->has_addr;
         n->addr = m->addr;
-        if (moved && n->session == NULL && n->has_addr)
+        if (reset && nbr_connected(n)) {
+            log_info("peer %s: session parameters changed: resetting the session", n->id);
+            pr__nbr_reset(n, PEER_SUB_CONFIG);
+        } else if (moved && n->session == NULL && n->has_addr) {
             pr__nbr_arm_retry(n);
+        }
     }
     for (struct nbr **pm = &f->nbrs; *pm;) {
         struct nbr *m = *pm;

@@ -708,3 +708,36 @@ def test_routing_and_content_types(tmp_path, procs, peer_pki):
     assert "no common content type" in beta.proc.output()
     assert not established(alpha, "gamma") and not established(beta, "gamma")
     assert established(alpha, "beta")
+
+
+def test_reload_of_session_parameters_resets_the_session(tmp_path, procs, peer_pki):
+    """A reload that changes what our OPEN says (hold time, message
+    families) resets the sessions with cease 6, and they come back with the
+    new parameters; a reload that changes none of them leaves them up."""
+    a, b = fresh_addr(), fresh_addr()
+    own = "    area 10.1.0.0/16;\n    publisher www.alpha.test;\n    handoff cname cdn.alpha.test;"
+    alpha = start_speaker(tmp_path, procs, peer_pki, "alpha", a, [("beta", b, "")], own)
+    beta = start_speaker(tmp_path, procs, peer_pki, "beta", b, [("alpha", a, "")],
+                         "    area 10.2.0.0/16;\n    handoff cname cdn.beta.test;")
+    wait_up((alpha, "beta"), (beta, "alpha"))
+    wait_for(lambda: nbr(beta, "alpha")["end_of_rib"], 10 * SLOW, "alpha's table")
+    assert nbr(beta, "alpha")["hold_time"] == 9
+    assert routes(beta, "www.alpha.test") != []
+
+    # Same parameters, another area: the session stays (only UPDATEs flow).
+    alpha.write_config(speaker_conf(peer_pki, "alpha", a, [("beta", b, "")], own + "\n    area 10.9.0.0/16;"))
+    alpha.proc.send_signal(1)
+    wait_for(lambda: routes(beta, "10.9.0.0/16") != [], 10 * SLOW, "the new area")
+    assert nbr(alpha, "beta")["established"] == 1
+
+    # Hold time 3 s and areas only: reset, back with both.
+    alpha.write_config(speaker_conf(peer_pki, "alpha", a, [("beta", b, "")],
+                                    "    families areas;\n" + own, hold="3s"))
+    alpha.proc.send_signal(1)
+    wait_for(lambda: nbr(alpha, "beta")["established"] == 2 and established(beta, "alpha")
+             and nbr(beta, "alpha")["hold_time"] == 3, 15 * SLOW, "the session back with hold time 3")
+    wait_for(lambda: nbr(beta, "alpha")["end_of_rib"], 10 * SLOW, "alpha's table again")
+    assert routes(beta, "www.alpha.test") == []       # content units are no longer a family in common
+    assert routes(beta, "10.1.0.0/16") != []
+    assert "peer alpha: the peer sent NOTIFICATION: cease: configuration change" in beta.proc.output()
+    assert "peer beta: session parameters changed: resetting the session" in alpha.proc.output()
