@@ -25,6 +25,7 @@
 #ifndef FERRY_ROUTER_INTERNAL_H
 #define FERRY_ROUTER_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -415,6 +416,18 @@ struct router {
     struct loop_timer learned_timer;    /* from a feed publish to the rebuild */
     int subscribed;                     /* to the feed; the timer is initialized */
     int64_t skip_logged_ms;             /* when skipped targets were last logged */
+    /* The build thread: one build at a time, off the main loop. Its inputs
+     * and result belong to it from build_start until build_collect joins it. */
+    pthread_t builder;
+    int building;                       /* a build runs; it signals build_efd when done */
+    int build_again;                    /* a publish came during the build: build again */
+    int build_efd;                      /* eventfd watched by build_io, or -1 */
+    struct loop_io build_io;
+    struct feed_snapshot *build_snap;   /* input: references */
+    struct rt_settings *build_st;
+    struct rt_learned *built;           /* output */
+    int build_rc;
+    uint64_t build_ns;
     struct metric *m_learned_areas, *m_learned_targets, *m_learned_skipped, *m_learned_rebuilds;
 };
 

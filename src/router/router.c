@@ -24,9 +24,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "lib/json.h"
 #include "lib/log.h"
@@ -166,6 +169,7 @@ const struct conf_opt router_opts[] = {
 static void *router_create(struct conf *c, const struct conf_node *blk)
 {
     struct router *rt = xcalloc(1, sizeof(*rt));
+    rt->build_efd = -1;
     int errors = 0;
     rt->set = rt__settings_create(c, blk, NULL, 0);
     if (rt->set == NULL)
@@ -493,31 +497,12 @@ static void learned_gauges(struct router *rt)
     metric_set(rt->m_learned_skipped, l ? (int64_t)l->nskipped : 0);
 }
 
-/*
- * Builds the learned layer from the feed's current snapshot, for the
- * static snapshot st. Returns 0 and sets *out (NULL when nothing is
- * published), or -ENOMEM.
- *
- * This runs on the main thread: at a million learned prefixes the table
- * takes about 0.5 s, during which the admin API and the health polls
- * wait. The workers do not; they answer from the old snapshot until the
- * new one is posted. A build thread is the next step when that matters.
- */
-static int learned_build(struct router *rt, const struct rt_settings *st, struct rt_learned **out)
+/* Times, counts and logs a layer just built (NULL: nothing is published). */
+static void learned_built(struct router *rt, struct rt_learned *l, uint64_t ns)
 {
-    struct feed_snapshot *snap = feed_current();
-    uint64_t t0 = time_mono_ns();
-    int rc = rt__learned_create(snap, st->cdn, st->learned_handoff, out);
-    feed_unref(snap);
-    metric_inc(rt->m_learned_rebuilds);
-    if (rc < 0) {
-        log_warnx("router: learned routes: cannot build their areas (out of memory); the old ones stay");
-        return rc;
-    }
-    struct rt_learned *l = *out;
     if (l == NULL)
-        return 0;
-    l->built_ms = (int64_t)((time_mono_ns() - t0) / 1000000);
+        return;
+    l->built_ms = (int64_t)(ns / 1000000);
     bind_learned_metrics(l);
     /* a peer that keeps advertising something unusable is logged once a minute, not per rebuild */
     int64_t now = time_mono_ms();
@@ -534,22 +519,140 @@ static int learned_build(struct router *rt, const struct rt_settings *st, struct
     log_debug("router: learned routes version %llu: %zu area prefixes, %zu targets, %zu units, "
               "built in %lld ms", (unsigned long long)l->version, l->nprefixes, l->ntargets,
               l->nunits, (long long)l->built_ms);
+}
+
+/* Makes l (a reference, taken over; NULL for none) the learned layer. */
+static void learned_install(struct router *rt, struct rt_learned *l)
+{
+    rt__learned_unref(rt->learned);
+    rt->learned = l;
+    install(rt, rt__settings_derive(rt__settings_static(rt->set), l));
+    learned_gauges(rt);
+}
+
+/*
+ * Builds the learned layer from the feed's current snapshot, for the
+ * static snapshot st, on the calling (main) thread: for a reload, which
+ * must apply at once. Returns 0 and sets *out (NULL when nothing is
+ * published), or -ENOMEM.
+ */
+static int learned_build(struct router *rt, const struct rt_settings *st, struct rt_learned **out)
+{
+    struct feed_snapshot *snap = feed_current();
+    uint64_t t0 = time_mono_ns();
+    int rc = rt__learned_create(snap, st->cdn, st->learned_handoff, out);
+    feed_unref(snap);
+    metric_inc(rt->m_learned_rebuilds);
+    if (rc < 0) {
+        log_warnx("router: learned routes: cannot build their areas (out of memory); the old ones stay");
+        return rc;
+    }
+    learned_built(rt, *out, time_mono_ns() - t0);
     return 0;
+}
+
+/*
+ * Rebuilds after a publish run on a thread of their own: at a million
+ * learned prefixes a build takes about half a second, which the main loop
+ * (admin API, health polls, and the peer role's sessions when they share
+ * it) should not wait for. The workers answer from the old layer until the
+ * new one is posted to them, as before. One build at a time; a publish
+ * during a build is taken by another build after it, from the newest
+ * snapshot. The thread reads only its inputs (a snapshot and a static
+ * settings reference, both immutable) and writes only its result; the
+ * eventfd tells the main loop, which joins it before reading the result.
+ */
+static void *build_main(void *arg)
+{
+    struct router *rt = arg;
+    uint64_t t0 = time_mono_ns();
+    rt->build_rc = rt__learned_create(rt->build_snap, rt->build_st->cdn, rt->build_st->learned_handoff,
+                                      &rt->built);
+    rt->build_ns = time_mono_ns() - t0;
+    uint64_t one = 1;
+    if (write(rt->build_efd, &one, sizeof(one)) < 0)
+        log_warn("router: eventfd");
+    return NULL;
+}
+
+static void build_start(struct router *rt)
+{
+    if (rt->building) {
+        rt->build_again = 1;
+        return;
+    }
+    rt->build_snap = feed_current();
+    rt->build_st = rt__settings_ref(rt__settings_static(rt->set));
+    rt->built = NULL;
+    if (rt->build_efd >= 0 && pthread_create(&rt->builder, NULL, build_main, rt) == 0) {
+        rt->building = 1;
+        return;
+    }
+    /* No thread: build here. */
+    feed_unref(rt->build_snap);
+    rt->build_snap = NULL;
+    rt__settings_unref(rt->build_st);
+    rt->build_st = NULL;
+    struct rt_learned *l;
+    if (learned_build(rt, rt__settings_static(rt->set), &l) == 0)
+        learned_install(rt, l);
+}
+
+/*
+ * Joins the build thread and takes its result: installed when `use`, and
+ * when it is still right (built for the CDN id and hand-off preference the
+ * router has now, and not older than the installed layer); dropped when
+ * the router is going away.
+ */
+static void build_collect(struct router *rt, int use)
+{
+    pthread_join(rt->builder, NULL);
+    rt->building = 0;
+    uint64_t v;
+    if (read(rt->build_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_warn("router: eventfd");
+    feed_unref(rt->build_snap);
+    rt->build_snap = NULL;
+    struct rt_settings *bst = rt->build_st, *st = rt__settings_static(rt->set);
+    rt->build_st = NULL;
+    struct rt_learned *l = rt->built;
+    rt->built = NULL;
+    metric_inc(rt->m_learned_rebuilds);
+    if (!use) {
+        rt__learned_unref(l);
+    } else if (rt->build_rc < 0) {
+        log_warnx("router: learned routes: cannot build their areas (out of memory); the old ones stay");
+    } else if (strcmp(bst->cdn, st->cdn) != 0 || bst->learned_handoff != st->learned_handoff) {
+        /* a reload changed what the layer depends on meanwhile */
+        rt__learned_unref(l);
+        rt->build_again = 1;
+    } else if (l && rt->learned && l->version <= rt->learned->version) {
+        rt__learned_unref(l); /* a reload installed this version or a newer one meanwhile */
+    } else {
+        learned_built(rt, l, rt->build_ns);
+        learned_install(rt, l);
+    }
+    rt__settings_unref(bst);
+    if (use && rt->build_again && !atomic_load(&rt->draining)) {
+        rt->build_again = 0;
+        build_start(rt);
+    }
+}
+
+static void build_io_cb(struct loop_io *io, unsigned events)
+{
+    struct router *rt = io->data;
+    (void)events;
+    if (rt->building)
+        build_collect(rt, 1);
 }
 
 static void learned_timer_cb(struct loop_timer *t)
 {
     struct router *rt = t->data;
-    struct rt_learned *l;
     if (atomic_load(&rt->draining))
         return;
-    struct rt_settings *st = rt__settings_static(rt->set);
-    if (learned_build(rt, st, &l) < 0)
-        return;
-    rt__learned_unref(rt->learned);
-    rt->learned = l;
-    install(rt, rt__settings_derive(st, l));
-    learned_gauges(rt);
+    build_start(rt);
 }
 
 /*
@@ -566,6 +669,13 @@ static void learned_cb(void *arg)
 
 static void learned_stop(struct router *rt)
 {
+    if (rt->building)
+        build_collect(rt, 0);
+    if (rt->build_efd >= 0) {
+        loop_io_stop(&rt->build_io);
+        close(rt->build_efd);
+        rt->build_efd = -1;
+    }
     if (!rt->subscribed)
         return;
     feed_unsubscribe(learned_cb, rt);
@@ -610,6 +720,14 @@ static int router_start(void *inst, const struct role_env *env)
     }
     loop_timer_init(rt->main_loop, &rt->learned_timer, learned_timer_cb);
     rt->learned_timer.data = rt;
+    rt->build_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    rt->build_io.data = rt;
+    if (rt->build_efd >= 0 && loop_io_start(rt->main_loop, &rt->build_io, rt->build_efd, LOOP_READ, build_io_cb) < 0) {
+        close(rt->build_efd);
+        rt->build_efd = -1;
+    }
+    if (rt->build_efd < 0)
+        log_warnx("router: no build thread for learned routes: they are built on the main thread");
     if (feed_subscribe(learned_cb, rt) < 0) {
         log_warnx("router: cannot subscribe to learned routes (too many subscribers)");
         return -1;
@@ -654,6 +772,8 @@ static int router_reload(void *inst, void *fresh_inst, struct conf *c)
         }
     }
     install(rt, rt__settings_derive(ns, rt->learned));
+    /* (a build running now was started for the old snapshot: build_collect
+     * sees that and builds again) */
     log_info("router: reloaded: %zu zone%s, %zu node%s, %zu area prefixes", ns->nzones,
              ns->nzones == 1 ? "" : "s", ns->nnodes, ns->nnodes == 1 ? "" : "s", ns->area_prefixes);
     return 0;
