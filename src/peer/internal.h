@@ -89,6 +89,8 @@ struct nbr {
     struct nbr *next;
 };
 
+struct feed_job;
+
 struct speaker {
     char id[PEER_MAX_ID + 1];
     struct loop *loop;
@@ -113,7 +115,9 @@ struct speaker {
     char origin_auth[PEER_MAX_ID + 1]; /* origin.authoritative points here when set */
     struct buf originated;        /* encoded routes we originate (kind + key), for reloads */
     /* the feed to the router */
-    struct loop_timer feed_timer;
+    struct loop_timer feed_timer;     /* feed_delay after a change */
+    struct loop_timer feed_step_timer; /* the next step of a build in progress */
+    struct feed_job *feed_job;        /* a build in progress, or NULL */
     int64_t feed_delay_ms;
     int feed_dirty;
     uint64_t feed_builds;

@@ -1065,6 +1065,11 @@ void rib_foreach(const struct rib *r, int (*fn)(void *arg, const struct rib_dest
                 return;
 }
 
+int rib_walk_restarts(const struct rib *r, const struct rib_cursor *cur)
+{
+    return cur->resizes != r->resizes;
+}
+
 void rib_walk_start(const struct rib *r, struct rib_cursor *cur)
 {
     cur->bucket = 0;

@@ -191,6 +191,8 @@ struct rib_cursor {
 void rib_walk_start(const struct rib *r, struct rib_cursor *cur);
 int rib_walk(const struct rib *r, struct rib_cursor *cur, int (*fn)(void *arg, const struct rib_dest *d),
              void *arg, size_t max);
+/* Whether the next rib_walk with cur starts over (the table was resized). */
+int rib_walk_restarts(const struct rib *r, const struct rib_cursor *cur);
 /* Longest-prefix lookup among area destinations (for `ferryctl routes ADDR`);
  * family is 4 or 6, as in router/area.h. */
 const struct rib_dest *rib_match(const struct rib *r, int family, const uint8_t addr[16]);

@@ -506,6 +506,7 @@ static int parse_handoff(struct conf *c, const struct conf_node *n, struct speak
 }
 
 static void speaker_free(struct speaker *sp);
+static void feed_changed(struct speaker *sp);
 static void on_change(void *arg, const struct rib_dest *d, const struct rib_route *old, const struct rib_route *now);
 
 static void *peer_create(struct conf *c, const struct conf_node *blk)
@@ -670,6 +671,7 @@ static void on_change(void *arg, const struct rib_dest *d, const struct rib_rout
     }
     if ((old && old->peer != RIB_LOCAL) || (now && now->peer != RIB_LOCAL)) {
         sp->feed_dirty = 1;
+        feed_changed(sp);
         if (sp->loop && feed_has_subscribers())
             loop_timer_start(&sp->feed_timer, sp->feed_delay_ms);
     }
@@ -1041,6 +1043,26 @@ struct feed_ctx {
     size_t capa, capu;
 };
 
+/*
+ * A feed build in progress: the snapshot grows FEED_STEP destinations per
+ * loop iteration, so that a million routes do not hold the loop (sessions,
+ * admin API, a router's health polls) for a quarter of a second at once.
+ * The RIB may change between steps; such a change marks the feed dirty, so
+ * another build follows this one, and it may free route attributes whose
+ * addresses key the target map, so the map is forgotten (map_stale) and
+ * rebuilt from there (a target may then appear twice, which is harmless).
+ * A resize of the RIB's table makes the walk start over, and the snapshot
+ * with it.
+ */
+struct feed_job {
+    struct feed_ctx x;
+    struct rib_cursor cur;
+    int64_t t0;
+    int map_stale;
+};
+
+#define FEED_STEP 16384
+
 static uint32_t feed_target(struct feed_ctx *x, const struct rib_attrs *at)
 {
     size_t h = (size_t)(((uintptr_t)at >> 4) * UINT64_C(0x9e3779b97f4a7c15)) & (x->cap - 1);
@@ -1123,29 +1145,90 @@ static int feed_one(void *arg, const struct rib_dest *d)
     return 0;
 }
 
-static void feed_build(struct speaker *sp)
+/* The RIB changed while a build may be running. */
+static void feed_changed(struct speaker *sp)
 {
-    int64_t t0 = time_mono_ms();
-    struct feed_ctx x = {.sp = sp, .s = feed_snapshot_create(), .cap = 64};
-    x.keys = xcalloc(x.cap, sizeof(*x.keys));
-    x.vals = xcalloc(x.cap, sizeof(*x.vals));
-    rib_foreach(sp->rib, feed_one, &x);
-    free(x.keys);
-    free(x.vals);
-    size_t na = x.s->nareas, nu = x.s->nunits, nt = x.s->ntargets;
-    feed_publish(x.s);
-    sp->feed_dirty = 0;
+    if (sp->feed_job)
+        sp->feed_job->map_stale = 1;
+}
+
+static void feed_job_free(struct feed_job *job)
+{
+    if (job == NULL)
+        return;
+    free(job->x.keys);
+    free(job->x.vals);
+    feed_unref(job->x.s);
+    free(job);
+}
+
+static void feed_job_reset(struct speaker *sp, struct feed_job *job)
+{
+    feed_unref(job->x.s);
+    free(job->x.keys);
+    free(job->x.vals);
+    memset(&job->x, 0, sizeof(job->x));
+    job->x.sp = sp;
+    job->x.s = feed_snapshot_create();
+    job->x.cap = 64;
+    job->x.keys = xcalloc(job->x.cap, sizeof(*job->x.keys));
+    job->x.vals = xcalloc(job->x.cap, sizeof(*job->x.vals));
+    job->map_stale = 0;
+    /* Room for every destination at once: growing by doubling would copy
+     * (and fault in) the whole array again within one step. */
+    job->x.capa = rib_dest_count(sp->rib) + 1;
+    job->x.s->areas = xmalloc(job->x.capa * sizeof(*job->x.s->areas));
+    rib_walk_start(sp->rib, &job->cur);
+}
+
+/* One step of the feed build (starting one when none runs). */
+static void feed_step(struct speaker *sp)
+{
+    struct feed_job *job = sp->feed_job;
+    if (job == NULL) {
+        job = sp->feed_job = xcalloc(1, sizeof(*job));
+        job->t0 = time_mono_ms();
+        feed_job_reset(sp, job);
+        sp->feed_dirty = 0; /* a change from now on is taken by the next build */
+    } else if (rib_walk_restarts(sp->rib, &job->cur)) {
+        feed_job_reset(sp, job);
+    } else if (job->map_stale) {
+        memset(job->x.keys, 0, job->x.cap * sizeof(*job->x.keys));
+        job->map_stale = 0;
+    }
+    if (!rib_walk(sp->rib, &job->cur, feed_one, &job->x, FEED_STEP)) {
+        loop_timer_start(&sp->feed_step_timer, 0);
+        return;
+    }
+    struct feed_snapshot *snap = job->x.s;
+    job->x.s = NULL;
+    if (snap->nareas + 64 < job->x.capa) /* units and our own routes took no room */
+        snap->areas = xrealloc(snap->areas, (snap->nareas ? snap->nareas : 1) * sizeof(*snap->areas));
+    size_t na = snap->nareas, nu = snap->nunits, nt = snap->ntargets;
+    sp->feed_built_ms = time_mono_ms() - job->t0;
+    feed_job_free(job);
+    sp->feed_job = NULL;
+    feed_publish(snap);
     sp->feed_builds++;
-    sp->feed_built_ms = time_mono_ms() - t0;
     log_info("peer %s: router given %zu learned area%s and %zu content unit%s from %zu target%s (%lld ms)", sp->id,
              na, na == 1 ? "" : "s", nu, nu == 1 ? "" : "s", nt, nt == 1 ? "" : "s", (long long)sp->feed_built_ms);
+    if (sp->feed_dirty)
+        loop_timer_start(&sp->feed_timer, sp->feed_delay_ms);
 }
 
 static void feed_fire(struct loop_timer *t)
 {
     struct speaker *sp = (struct speaker *)((char *)t - offsetof(struct speaker, feed_timer));
-    if (sp->feed_dirty)
-        feed_build(sp);
+    /* while a build runs, its end looks at feed_dirty */
+    if (sp->feed_dirty && sp->feed_job == NULL)
+        feed_step(sp);
+}
+
+static void feed_step_fire(struct loop_timer *t)
+{
+    struct speaker *sp = (struct speaker *)((char *)t - offsetof(struct speaker, feed_step_timer));
+    if (sp->feed_job)
+        feed_step(sp);
 }
 
 /* ---- the admin API ---------------------------------------------------------- */
@@ -1516,6 +1599,7 @@ static int peer_start(void *inst, const struct role_env *env)
     sp->loop = env->main_loop;
     /* every timer first: destroy stops them all, whatever fails below */
     loop_timer_init(sp->loop, &sp->feed_timer, feed_fire);
+    loop_timer_init(sp->loop, &sp->feed_step_timer, feed_step_fire);
     for (struct nbr *n = sp->nbrs; n; n = n->next)
         pr__nbr_init(n);
     sp->rib = rib_create(sp->id, on_change, sp);
@@ -1714,6 +1798,9 @@ static void peer_drain(void *inst, void (*done)(void *), void *arg)
     for (struct nbr *n = sp->nbrs; n; n = n->next)
         pr__nbr_stop(n, PEER_SUB_SHUTDOWN);
     loop_timer_stop(&sp->feed_timer);
+    loop_timer_stop(&sp->feed_step_timer);
+    feed_job_free(sp->feed_job);
+    sp->feed_job = NULL;
     feed_publish(NULL);
     feed_set_publisher(0);
     loop_post(sp->loop, done, arg);
@@ -1736,6 +1823,7 @@ static void speaker_free(struct speaker *sp)
         nbr_free(n);
         n = next;
     }
+    feed_job_free(sp->feed_job);
     buf_fini(&sp->originated);
     free(sp->listen);
     free(sp->listeners);
@@ -1758,6 +1846,7 @@ static void peer_destroy(void *inst)
             loop_timer_stop(&n->retry);
         }
         loop_timer_stop(&sp->feed_timer);
+        loop_timer_stop(&sp->feed_step_timer);
         pr__unlisten(sp);
         metric_unbind(sp);
     }
