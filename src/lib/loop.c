@@ -37,6 +37,7 @@ struct loop {
 
     struct loop_timer **heap; /* owned array; timers owned by their owners */
     size_t heap_len, heap_cap;
+    uint64_t timer_round;      /* bumped at each run of the due timers */
 
     struct loop_io *dirty;     /* watchers whose events changed this iteration */
     struct callq deferred;     /* loop thread only */
@@ -275,6 +276,7 @@ void loop_timer_start(struct loop_timer *t, int64_t ms)
 
     loop_timer_stop(t);
     t->due_ms = time_mono_ms() + (ms < 0 ? 0 : ms);
+    t->round = l->timer_round;
     if (l->heap_len == l->heap_cap) {
         l->heap_cap = l->heap_cap ? l->heap_cap * 2 : 64;
         l->heap = xrealloc(l->heap, l->heap_cap * sizeof(*l->heap));
@@ -308,9 +310,16 @@ void loop_stop(struct loop *l)
         log_warn("loop: write eventfd");
 }
 
+/*
+ * Runs the timers due. One started by a timer callback of this run waits
+ * for the next iteration, even when it is due at once: a job that goes on
+ * in steps from a timer of 0 ms then lets the next poll's events in
+ * between its steps instead of running them all here.
+ */
 static void run_timers(struct loop *l)
 {
-    while (l->heap_len > 0 && l->heap[0]->due_ms <= l->now_ms) {
+    uint64_t round = ++l->timer_round;
+    while (l->heap_len > 0 && l->heap[0]->due_ms <= l->now_ms && l->heap[0]->round != round) {
         struct loop_timer *t = l->heap[0];
         loop_timer_stop(t);
         t->cb(t);

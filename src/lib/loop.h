@@ -49,6 +49,7 @@ struct loop_io {
 struct loop_timer {
     int64_t due_ms;    /* monotonic */
     size_t heap_idx;   /* position in the heap, or SIZE_MAX when stopped */
+    uint64_t round;    /* the timer round it was started in (see run_timers) */
     loop_timer_cb cb;
     struct loop *loop;
     void *data;        /* for the owner */

@@ -31,7 +31,7 @@
 static const unsigned char alpn_wire[] = "\x0c" "ferry-peer/1";
 #define ALPN_ID "ferry-peer/1"
 #define READ_CHUNK 65536
-#define READ_BUDGET (512u << 10)     /* bytes read per loop iteration before yielding (~100k routes) */
+#define READ_BUDGET (128u << 10)     /* bytes read per loop iteration before yielding (~25k routes) */
 #define CLOSE_LINGER_MS 1000
 
 static void conn_io(struct loop_io *io, unsigned events);
@@ -625,8 +625,9 @@ static void read_more(struct loop_timer *t)
  * Reads what TLS has, frames it and feeds each message to the state
  * machine. A peer sending a whole table could keep this busy for seconds:
  * after READ_BUDGET bytes it yields to the loop (other sessions, timers,
- * the admin API) and goes on from a 1 ms timer (not from epoll: TLS may
- * hold decrypted bytes the socket no longer shows).
+ * the admin API) and goes on from a timer due at once, which runs after
+ * what the loop's next poll finds (not from epoll: TLS may hold decrypted
+ * bytes the socket no longer shows).
  */
 static void read_messages(struct pconn *c)
 {
@@ -634,7 +635,7 @@ static void read_messages(struct pconn *c)
     for (;;) {
         if (budget < READ_CHUNK) {
             if (!loop_timer_active(&c->resume))
-                loop_timer_start(&c->resume, 1);
+                loop_timer_start(&c->resume, 0);
             return;
         }
         char *p = buf_reserve(&c->in, READ_CHUNK);

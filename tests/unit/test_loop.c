@@ -1,6 +1,7 @@
 /*
  * Unit tests for src/lib/loop.c: timers fire in order, stopped timers do
- * not fire, fd events, deferred calls and posts from another thread.
+ * not fire, fd events, deferred calls and posts from another thread, and a
+ * timer re-armed at 0 ms by its own callback lets fd events in between.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -118,12 +119,57 @@ static void test_defer_and_post(void **state)
     loop_destroy(post_loop);
 }
 
+/* A job going on in steps from a 0 ms timer, and a pipe that becomes
+ * readable after its first step: the pipe is served before the job ends. */
+static int steps, step_at_io;
+static int job_pipe[2];
+
+static void job_step(struct loop_timer *t)
+{
+    if (steps++ == 0)
+        (void)!write(job_pipe[1], "x", 1);
+    if (steps < 50)
+        loop_timer_start(t, 0);
+    else
+        loop_stop(t->loop);
+}
+
+static void job_io(struct loop_io *io, unsigned events)
+{
+    char c;
+    (void)!read(io->fd, &c, 1);
+    if (step_at_io == 0)
+        step_at_io = steps;
+}
+
+static void test_zero_timer_yields(void **state)
+{
+    struct loop *l = loop_create();
+    struct loop_timer t;
+    struct loop_io io = {0};
+    steps = step_at_io = 0;
+    assert_int_equal(pipe(job_pipe), 0);
+    loop_timer_init(l, &t, job_step);
+    assert_int_equal(loop_io_start(l, &io, job_pipe[0], LOOP_READ, job_io), 0);
+    loop_timer_start(&t, 0);
+    loop_run(l);
+    assert_int_equal(steps, 50);
+    /* Each step waits for the next iteration, so the pipe written in the
+     * first one is read before the second step, not after the 50th. */
+    assert_int_equal(step_at_io, 1);
+    loop_io_stop(&io);
+    close(job_pipe[0]);
+    close(job_pipe[1]);
+    loop_destroy(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timers),
         cmocka_unit_test(test_io),
         cmocka_unit_test(test_defer_and_post),
+        cmocka_unit_test(test_zero_timer_yields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
