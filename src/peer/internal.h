@@ -78,6 +78,10 @@ struct nbr {
     /* a table being sent in steps (speaker.c, send_dump) */
     int dump_active, dump_family, dump_withdraw;
     struct rib_cursor dump_cur;
+    /* A dump after a reload that changed only the export rules sends only
+     * what they change: dump_old holds the rules the peer was sent under. */
+    int dump_diff;
+    struct rib_policy dump_old;
     int eor_received;
     int64_t up_since_ms;          /* wall clock; 0 when down */
     uint64_t established;         /* times the session came up */

@@ -687,12 +687,19 @@ static int session_carries(const struct pconn *c, const struct rib_dest *d, cons
     return (rt->attrs->content_types & c->fsm.content_types) != 0;
 }
 
-static int nbr_may_hold(const struct nbr *n, const struct rib_dest *d, const struct rib_route *rt)
+/* May n hold route rt of d under export rules pol? */
+static int nbr_may_hold_under(const struct nbr *n, const struct rib_policy *pol, const struct rib_dest *d,
+                              const struct rib_route *rt)
 {
     if (rt == NULL || n->session == NULL || !rib_exportable(n->sp->rib, n->rib_idx, rt) ||
         !session_carries(n->session, d, rt))
         return 0;
-    return n->export_pol.nrules == 0 || rib_policy_allows(&n->export_pol, d, rt->attrs->content_types);
+    return pol->nrules == 0 || rib_policy_allows(pol, d, rt->attrs->content_types);
+}
+
+static int nbr_may_hold(const struct nbr *n, const struct rib_dest *d, const struct rib_route *rt)
+{
+    return nbr_may_hold_under(n, &n->export_pol, d, rt);
 }
 
 /* Hand-offs we advertise on this session: ours, limited to the routing types agreed. */
@@ -873,6 +880,13 @@ static int dump_one(void *arg, const struct rib_dest *d)
     int area = d->kind == PEER_R_AREA4 || d->kind == PEER_R_AREA6;
     if (x->family && !(x->family & (area ? PEER_FAM_AREAS : PEER_FAM_CONTENT)))
         return 0;
+    if (x->n->dump_diff) {
+        /* the peer holds the best route where the old rules allowed it: send
+         * only where the new rules decide otherwise */
+        const struct rib_route *rt = rib_best(d, NULL);
+        if (nbr_may_hold_under(x->n, &x->n->dump_old, d, rt) == nbr_may_hold(x->n, d, rt))
+            return 0;
+    }
     batch_add(x->n, x->c, x->ob, d, x->withdraw);
     return 0;
 }
@@ -888,6 +902,15 @@ static int dump_one(void *arg, const struct rib_dest *d)
 #define DUMP_STEP 20000          /* destinations per step */
 #define DUMP_LOW (256u << 10)    /* the output is refilled below this many bytes */
 
+static void dump_diff_end(struct nbr *n)
+{
+    if (!n->dump_diff)
+        return;
+    n->dump_diff = 0;
+    rib_policy_free(&n->dump_old);
+    memset(&n->dump_old, 0, sizeof(n->dump_old));
+}
+
 static void dump_pump(struct nbr *n)
 {
     struct pconn *c = n->session;
@@ -900,6 +923,7 @@ static void dump_pump(struct nbr *n)
         batch_fini(&ob);
         if (done) {
             n->dump_active = 0;
+            dump_diff_end(n);
             struct peer_update_writer w;
             peer_update_begin(&w, &c->out, c->fsm.peer_max_message);
             peer_update_end(&w); /* End-of-RIB */
@@ -909,14 +933,26 @@ static void dump_pump(struct nbr *n)
     }
 }
 
-static void send_dump(struct nbr *n, struct pconn *c, int family, int withdraw)
+/* As send_dump; with old (taken over) it sends only what differs from what
+ * the peer was sent under the export rules old. */
+static void send_dump_ex(struct nbr *n, struct pconn *c, int family, int withdraw, struct rib_policy *old)
 {
     (void)c;
+    dump_diff_end(n); /* a new dump sends what it must, whatever the one before did */
+    if (old) {
+        n->dump_old = *old;
+        n->dump_diff = 1;
+    }
     n->dump_active = 1;
     n->dump_family = family;
     n->dump_withdraw = withdraw;
     rib_walk_start(n->sp->rib, &n->dump_cur);
     dump_pump(n);
+}
+
+static void send_dump(struct nbr *n, struct pconn *c, int family, int withdraw)
+{
+    send_dump_ex(n, c, family, withdraw, NULL);
 }
 
 void pr__session_writable(struct nbr *n, struct pconn *c)
@@ -990,6 +1026,7 @@ void pr__session_down(struct nbr *n, struct pconn *c)
     struct speaker *sp = n->sp;
     (void)c;
     n->dump_active = 0;
+    dump_diff_end(n);
     metric_add(sp->m_sessions_up, -1);
     n->up_since_ms = 0;
     n->eor_received = 0;
@@ -1729,12 +1766,20 @@ static int peer_reload(void *inst, void *fresh_inst, struct conf *c)
         n->policy = m->policy;
         memset(&m->policy, 0, sizeof(m->policy));
         rib_peer_policy(sp->rib, n->rib_idx, &n->policy);
-        rib_policy_free(&n->export_pol);
+        int transit_changed = n->policy.transit != m->policy.transit;
+        struct rib_policy old_export = n->export_pol;
         n->export_pol = m->export_pol;
         memset(&m->export_pol, 0, sizeof(m->export_pol));
-        /* what this peer may be sent changed: send the table again, withdrawing the rest */
-        if (n->session && export_changed)
-            send_dump(n, n->session, 0, 1);
+        /* what this peer may be sent changed: send what the change changes
+         * (a dump in progress, or a change of transit, takes the whole table) */
+        if (n->session && export_changed && !n->dump_active && !transit_changed &&
+            !n->session->closed) {
+            send_dump_ex(n, n->session, 0, 1, &old_export);
+        } else {
+            rib_policy_free(&old_export);
+            if (n->session && export_changed)
+                send_dump(n, n->session, 0, 1);
+        }
         /* what we accept changed: routes refused before may now be wanted; ask again */
         if (n->session && import_changed && n->session->fsm.route_refresh) {
             for (uint8_t fam = 1; fam <= 2; fam++) {
@@ -1808,6 +1853,7 @@ static void peer_drain(void *inst, void (*done)(void *), void *arg)
 
 static void nbr_free(struct nbr *n)
 {
+    dump_diff_end(n);
     rib_policy_free(&n->policy);
     rib_policy_free(&n->export_pol);
     X509_STORE_free(n->ca);

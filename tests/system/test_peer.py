@@ -354,11 +354,18 @@ def test_aggregation_and_export_policy(tmp_path, procs, peer_pki):
     assert sorted(d["dest"] for d in routes(beta) if d["routes"][0]["from"] == "local") == [
         "10.8.0.0/23", "10.8.2.0/24", "2001:db8::/48", "www.open.test", "www.secret.test"]
 
+    before = nbr(alpha, "beta")
     beta.write_config(speaker_conf(peer_pki, "beta", b, [("alpha", a, "export reject 10.8.0.0/16 le 23")], areas))
     beta.proc.send_signal(1)
     wait_for(lambda: learned() == ["10.8.2.0/24", "2001:db8::/48", "www.open.test", "www.secret.test"],
              10 * SLOW, "the new export rules applied")
     assert established(alpha, "beta") and nbr(alpha, "beta")["established"] == 1
+    # Only what the rules changed was sent: two routes announced, one withdrawn,
+    # not the whole table again (End-of-RIB marks the end of that dump).
+    wait_for(lambda: nbr(alpha, "beta")["updates_in"] > before["updates_in"], 10 * SLOW, "the dump's end")
+    after = nbr(alpha, "beta")
+    assert after["announced"] - before["announced"] == 2, (before, after)
+    assert after["withdrawn"] - before["withdrawn"] == 1, (before, after)
 
 
 def test_reload_policy_and_neighbors(tmp_path, procs, peer_pki):
