@@ -995,22 +995,25 @@ static void listener_free(struct hsrv *s, struct listener *L)
     free(L);
 }
 
-static void handoff_cb(struct loop_io *io, unsigned events)
+/*
+ * Takes up to max hand-offs from L. Returns 1 when the switch closed the
+ * connection (L is freed), else 0.
+ */
+static int handoff_take(struct listener *L, int max)
 {
-    struct listener *L = io->data;
     struct hsrv *s = L->srv;
 
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < max; i++) {
         int fd, has_plain;
         struct handoff_msg m;
         const char *why = NULL;
-        int r = handoff_recv(io->fd, L->hbuf, &fd, &m, &why);
+        int r = handoff_recv(L->io.fd, L->hbuf, &fd, &m, &why);
         if (r == 0)
-            return;
+            return 0;
         if (r == -2) {
             log_debug("%s: a switch closed its hand-off connection", s->name);
             listener_free(s, L);
-            return;
+            return 1;
         }
         SSL_CTX *ctx = server_ctx(s, &has_plain);
         if (r > 0 && ((m.tls && ctx == NULL) || (!m.tls && !has_plain))) {
@@ -1033,6 +1036,12 @@ static void handoff_cb(struct loop_io *io, unsigned events)
         }
         handoff_one(s, fd, &m, m.tls ? ctx : NULL);
     }
+    return 0;
+}
+
+static void handoff_cb(struct loop_io *io, unsigned events)
+{
+    handoff_take(io->data, 64);
 }
 
 struct hsrv *hsrv_create(struct loop *loop, const struct hsrv_handler *h, void *arg,
@@ -1130,8 +1139,11 @@ void hsrv_drain(struct hsrv *s, void (*done)(void *), void *arg)
     for (struct listener *L = s->listeners, *next; L; L = next) {
         next = L->next;
         if (L->handoff) {
+            /* Once shut for reading, the queue only empties, and then
+             * reads as the end of the connection. */
             shutdown(L->io.fd, SHUT_RD);
-            handoff_cb(&L->io, LOOP_READ);
+            for (int round = 0; round < 1024 && !handoff_take(L, 64); round++)
+                ;
         }
     }
     s->draining = 1;
