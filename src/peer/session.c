@@ -373,7 +373,8 @@ static void protocol_error(struct pconn *c, uint8_t code, uint8_t sub, const cha
     apply(c, &a);
 }
 
-void pr__nbr_stop(struct nbr *n, uint8_t subcode)
+/* Ends every connection of n: cease with subcode on those in OPEN. */
+static void nbr_close_all(struct nbr *n, uint8_t subcode, const char *why)
 {
     for (unsigned i = 0; i < PR_MAX_CONNS; i++) {
         struct pconn *c = n->conns[i];
@@ -382,23 +383,20 @@ void pr__nbr_stop(struct nbr *n, uint8_t subcode)
         if (c->phase == PC_OPEN)
             protocol_error(c, PEER_ERR_CEASE, subcode, NULL);
         if (!c->closed)
-            pr__conn_close(c, "stopped");
+            pr__conn_close(c, why);
     }
+}
+
+void pr__nbr_stop(struct nbr *n, uint8_t subcode)
+{
+    nbr_close_all(n, subcode, "stopped");
     loop_timer_stop(&n->retry);
 }
 
 void pr__nbr_reset(struct nbr *n, uint8_t subcode)
 {
-    for (unsigned i = 0; i < PR_MAX_CONNS; i++) {
-        struct pconn *c = n->conns[i];
-        if (c == NULL)
-            continue;
-        if (c->phase == PC_OPEN)
-            protocol_error(c, PEER_ERR_CEASE, subcode, NULL);
-        if (!c->closed)
-            pr__conn_close(c, "reset");
-    }
-    /* Closing the last connection armed the retry (with an address). */
+    /* closing the last connection arms the retry (with an address) */
+    nbr_close_all(n, subcode, "reset");
 }
 
 /* A second connection of the same neighbor reached OpenConfirm. */
