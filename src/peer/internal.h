@@ -84,6 +84,7 @@ struct nbr {
     struct rib_policy dump_old;
     int eor_received;
     int64_t up_since_ms;          /* wall clock; 0 when down */
+    int64_t up_mono_ms;           /* monotonic, when the session came up */
     uint64_t established;         /* times the session came up */
     /* the last error, for the admin API */
     char last_error[160];
@@ -92,6 +93,9 @@ struct nbr {
     int removed;                  /* gone from config after a reload: stop and free */
     struct nbr *next;
 };
+
+/* A session Established for less than this loses a collision by the id rule. */
+#define PR_COLLISION_YOUNG_MS 3000
 
 struct feed_job;
 

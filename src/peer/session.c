@@ -410,8 +410,16 @@ static void collision(struct pconn *c)
     if (o == NULL)
         return;
     struct pconn *loser;
-    if (o->fsm.state == PEER_S_ESTABLISHED)
-        loser = c; /* a session that is up stays up */
+    /*
+     * A session that is up stays up. But one Established only just now is
+     * treated as still opening: when both sides connect at once, each may
+     * see a different connection reach Established first, and "keep the
+     * Established one" would then close both. The id rule gives the same
+     * answer on both sides.
+     */
+    if (o->fsm.state == PEER_S_ESTABLISHED && n->session == o &&
+        time_mono_ms() - n->up_mono_ms >= PR_COLLISION_YOUNG_MS)
+        loser = c;
     else
         loser = peer_fsm_collision_loser(&c->fsm, c->outbound) ? c : o;
     log_info("peer %s: both sides connected; closing the %s connection (collision resolution)", n->id,

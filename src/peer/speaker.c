@@ -1012,6 +1012,7 @@ void pr__session_up(struct nbr *n, struct pconn *c)
 {
     struct speaker *sp = n->sp;
     n->up_since_ms = (int64_t)time_wall_ms();
+    n->up_mono_ms = time_mono_ms();
     n->established++;
     n->eor_received = 0;
     buf_reset(&n->pending);
