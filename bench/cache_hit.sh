@@ -61,6 +61,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import proc_stat  # noqa: E402  (helpers shared with the other benchmarks)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build"))
 FERRYD = os.path.join(BUILD, "ferryd")
@@ -182,13 +185,6 @@ def tree_cpu_ticks(pid):
         # fields[0] is state (field 3); utime is field 14 -> index 11
         total += sum(int(x) for x in fields[11:15])
     return total
-
-
-def proc_stat():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return {"busy": user + nice + system + irq + softirq, "steal": steal}
 
 
 def set_affinity_tree(pid, cpus):

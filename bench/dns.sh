@@ -107,6 +107,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import write, tail, proc_stat, loadavg, pid_ticks, on_signal  # noqa: E402  (helpers shared with the other benchmarks)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build")))
 FERRYD = os.path.join(BUILD, "ferryd")
@@ -242,20 +245,6 @@ def stop_all():
             log(f"stopping {p.pid}: {e}")
 
 
-def on_signal(signum, frame):
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one must not cut the cleanup
-        signal.signal(sig, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
 def tree_cpu_ticks(pid):
     """utime+stime (+ cutime+cstime of reaped children) over the process tree."""
     total = 0
@@ -282,34 +271,6 @@ def status_kib(pid, field):
         except OSError:
             pass
     return total
-
-
-def proc_stat():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return {"busy": user + nice + system + irq + softirq, "steal": steal}
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
-def pid_ticks():
-    """pid -> (comm, utime+stime) for every process."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rindex(")") + 2:].split()
-        out[int(d)] = (s[s.index("(") + 1:s.rindex(")")], int(fields[11]) + int(fields[12]))
-    return out
 
 
 OTHERS = {}  # comm -> how many pre-run samples saw it busy (>= 10% of a core)
@@ -382,12 +343,6 @@ def cap_cleanup():
             os.rmdir(CGROUP)
         except OSError:
             pass
-
-
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 # ---- DNS wire (readiness polls and the dnsperf capture) ---------------------

@@ -115,6 +115,9 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import write, tail, cpu_ticks, status_kib, proc_stat, loadavg, pid_ticks, on_signal  # noqa: E402  (helpers shared with the other benchmarks)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build")))
 FERRYD = os.path.join(BUILD, "ferryd")
@@ -174,12 +177,6 @@ def elapsed():
     return time.monotonic() - T0
 
 
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
 class Fail(Exception):
     """A run that failed: recorded, the benchmark goes on with the next one."""
 
@@ -223,73 +220,9 @@ def stop_all():
             log(f"stopping {p.pid}: {e}")
 
 
-def on_signal(signum, frame):
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one must not cut the cleanup
-        signal.signal(sig, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def cpu_ticks(pid):
-    """utime+stime of one process (all its threads)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-    except OSError:
-        return 0
-    fields = s[s.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def self_ticks():
     t = os.times()
     return (t.user + t.system) * HZ  # this script (the poller); its children are the servers, not counted
-
-
-def status_kib(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def proc_stat():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return {"busy": user + nice + system + irq + softirq, "steal": steal}
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
-def pid_ticks():
-    """pid -> (comm, utime+stime) for every process."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rindex(")") + 2:].split()
-        out[int(d)] = (s[s.index("(") + 1:s.rindex(")")], int(fields[11]) + int(fields[12]))
-    return out
 
 
 OTHERS = {}  # comm -> how many pre-run samples saw it busy (>= 10% of a core)

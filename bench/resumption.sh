@@ -136,6 +136,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import tail, proc_stat, loadavg  # noqa: E402  (helpers shared with the other benchmarks)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build")))
 FERRYD = os.path.join(BUILD, "ferryd")
@@ -261,14 +264,6 @@ def stop_all():
         stop(p)
 
 
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
 def port_open(addr, port):
     try:
         with socket.create_connection((addr, port), timeout=0.5):
@@ -296,18 +291,6 @@ def cpu_ticks(pid):
         return None
     fields = s[s.rindex(")") + 2:].split()
     return sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-
-
-def proc_stat():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return {"busy": user + nice + system + irq + softirq, "steal": steal}
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
 
 
 def wait_load():

@@ -113,6 +113,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import write, tail, proc_stat, loadavg  # noqa: E402  (helpers shared with the other benchmarks)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build")))
 FERRYD = os.path.join(BUILD, "ferryd")
@@ -214,14 +217,6 @@ def stop_all():
         stop(p)
 
 
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
 def port_open(addr, port):
     try:
         with socket.create_connection((addr, port), timeout=0.5):
@@ -248,18 +243,6 @@ def cpu_ticks(pid):
         return 0
     fields = s[s.rindex(")") + 2:].split()
     return sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-
-
-def proc_stat():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return {"busy": user + nice + system + irq + softirq, "steal": steal}
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
 
 
 def wait_load(limit=None):
@@ -301,12 +284,6 @@ def make_pki(d):
         f.write(f"subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n")
     run("openssl", "x509", "-req", "-in", "bench.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "bench.pem", "-days", "2", "-extfile", "bench.ext")
-
-
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 class Node:
