@@ -45,7 +45,7 @@ echo "== tsan: configure and build (build-tsan)"
 p4=0 f4=0
 if cmake -S . -B build-tsan -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DFERRY_TSAN=ON >"$log/tsan.cmake" 2>&1 && cmake --build build-tsan; then
-    TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -R 'system/test_(cache|session_store|session_group|router)$' \
+    TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -R 'system/test_(cache|session_store|session_group|router|peer|switch_handoff)$' \
         2>&1 | tee "$log/tsan.ctest"
     set -- $(counts "$log/tsan.ctest")
     p4=$1 f4=$2
