@@ -149,6 +149,7 @@ void pr__nbr_stop(struct nbr *n, uint8_t subcode); /* cease with this subcode, n
 void pr__nbr_reset(struct nbr *n, uint8_t subcode); /* cease with this subcode, then connect again */
 void pr__nbr_init(struct nbr *n);               /* at start, before any other pr__nbr_ call */
 void pr__nbr_arm_retry(struct nbr *n);
+int pr__nbr_nconns(const struct nbr *n);  /* open connections, the session included (2 during a collision) */
 int pr__pin_load(struct nbr *n, const char *ca_file, const char *fp_hex, char *err, size_t errlen);
 
 /* speaker.c: called by session.c */

@@ -224,7 +224,7 @@ static void nbr_detach(struct pconn *c)
             n->conns[i] = NULL;
 }
 
-static int nbr_nconns(const struct nbr *n)
+int pr__nbr_nconns(const struct nbr *n)
 {
     int k = 0;
     for (unsigned i = 0; i < PR_MAX_CONNS; i++)
@@ -235,7 +235,7 @@ static int nbr_nconns(const struct nbr *n)
 static void retry_fire(struct loop_timer *t)
 {
     struct nbr *n = (struct nbr *)((char *)t - offsetof(struct nbr, retry));
-    if (n->sp->stopping || n->removed || n->session || nbr_nconns(n) > 0)
+    if (n->sp->stopping || n->removed || n->session || pr__nbr_nconns(n) > 0)
         return;
     pr__connect(n);
 }
@@ -334,7 +334,7 @@ void pr__conn_close(struct pconn *c, const char *why)
         n->msgs_in += c->fsm.msgs_in;
         n->msgs_out += c->fsm.msgs_out;
         nbr_detach(c);
-        if (nbr_nconns(n) == 0 && n->session == NULL) {
+        if (pr__nbr_nconns(n) == 0 && n->session == NULL) {
             snprintf(n->state_text, sizeof(n->state_text), "Idle");
             n->failures++;
             pr__nbr_arm_retry(n);

@@ -1445,6 +1445,7 @@ static int api_peers(void *arg, const struct admin_req *req, struct buf *out, co
             json_kv_str(&j, "remote", n->session->remote);
         }
         json_kv_int(&j, "established", (int64_t)n->established);
+        json_kv_int(&j, "connections", (int64_t)pr__nbr_nconns(n));
         json_kv_int(&j, "routes", (int64_t)st.routes);
         json_kv_int(&j, "best", (int64_t)st.best);
         json_kv_int(&j, "announced", (int64_t)st.announced);
