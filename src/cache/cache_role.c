@@ -979,6 +979,7 @@ static int cache_start(void *inst, const struct role_env *env)
         w->loop = env->workers[i];
         w->set = cache__settings_ref(ca->set);
         w->srv = hsrv_create(w->loop, &cache__handler, w, &ca->lim, "cache");
+        hsrv_share_load(w->srv, &ca->open_conns);
         set_via(w->srv, ca->set);
         w->pool = up_pool_create(w->loop, &ca->upt);
         for (size_t j = 0; j < ca->nlisten; j++) {

@@ -69,6 +69,7 @@ struct cache {
     int handoff_fd;              /* its listening socket (on main_loop), or -1 */
     struct loop_io handoff_io;
     unsigned handoff_turn;       /* the worker that takes the next switch connection */
+    _Atomic unsigned open_conns; /* client connections open, all workers (load reports) */
     struct metric *m_handoff_ok, *m_handoff_bad;
     struct hsrv_limits lim;
     struct up_timeouts upt;

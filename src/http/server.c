@@ -51,6 +51,8 @@ struct listener {
     int handoff;
     uint8_t *hbuf;    /* owned: HANDOFF_BUF bytes */
     struct metric *m_handoff_ok, *m_handoff_bad;
+    uint32_t reported; /* the load last reported to the switch */
+    int has_reported;
     struct listener *next;
 };
 
@@ -103,6 +105,8 @@ struct hsrv {
     struct listener *listeners;
     struct conn *conns;
     unsigned nconns;
+    _Atomic unsigned *load;     /* shared count of open connections (hsrv_share_load), or NULL */
+    struct loop_timer report;   /* load reports to hand-off connections */
     int draining;
     void (*drain_done)(void *);
     void *drain_arg;
@@ -399,6 +403,8 @@ static void conn_close_now(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    if (s->load)
+        atomic_fetch_sub_explicit(s->load, 1, memory_order_relaxed);
     loop_defer(s->loop, conn_free_cb, c);
     if (s->draining && s->nconns == 0 && s->drain_done) {
         void (*done)(void *) = s->drain_done;
@@ -902,6 +908,8 @@ static struct conn *conn_new(struct hsrv *s, int fd, const struct net_addr *peer
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    if (s->load)
+        atomic_fetch_add_explicit(s->load, 1, memory_order_relaxed);
     return c;
 }
 
@@ -1044,6 +1052,37 @@ static void handoff_cb(struct loop_io *io, unsigned events)
     handoff_take(io->data, 64);
 }
 
+/*
+ * Tells the switches on our hand-off connections how many client
+ * connections we have open, when it changed since the last report on that
+ * connection (lib/handoff.h). A report that does not fit (the switch is
+ * not reading) is sent again at the next round.
+ */
+static int report_load(struct hsrv *s)
+{
+    uint32_t load = s->load ? atomic_load_explicit(s->load, memory_order_relaxed) : s->nconns;
+    int any = 0;
+    for (struct listener *L = s->listeners; L; L = L->next) {
+        if (!L->handoff)
+            continue;
+        any = 1;
+        if (L->has_reported && L->reported == load)
+            continue;
+        if (handoff_report_send(L->io.fd, load) == 0) {
+            L->reported = load;
+            L->has_reported = 1;
+        }
+    }
+    return any;
+}
+
+static void report_cb(struct loop_timer *t)
+{
+    struct hsrv *s = (struct hsrv *)((char *)t - offsetof(struct hsrv, report));
+    if (report_load(s) && !s->draining)
+        loop_timer_start(&s->report, HANDOFF_REPORT_MS);
+}
+
 struct hsrv *hsrv_create(struct loop *loop, const struct hsrv_handler *h, void *arg,
                          const struct hsrv_limits *lim, const char *name)
 {
@@ -1056,7 +1095,15 @@ struct hsrv *hsrv_create(struct loop *loop, const struct hsrv_handler *h, void *
     else
         hsrv_limits_default(&s->lim);
     s->name = xstrdup(name);
+    loop_timer_init(loop, &s->report, report_cb);
     return s;
+}
+
+void hsrv_share_load(struct hsrv *s, _Atomic unsigned *load)
+{
+    s->load = load;
+    if (load)
+        atomic_fetch_add_explicit(load, s->nconns, memory_order_relaxed);
 }
 
 int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx, int proxy_protocol)
@@ -1106,6 +1153,10 @@ void hsrv_handoff(struct hsrv *s, int fd, struct metric *ok, struct metric *bad)
     }
     L->next = s->listeners;
     s->listeners = L;
+    /* the switch learns our load at once, then as it changes */
+    report_load(s);
+    if (!loop_timer_active(&s->report))
+        loop_timer_start(&s->report, HANDOFF_REPORT_MS);
 }
 
 void hsrv_set_via(struct hsrv *s, const char *via)
@@ -1221,6 +1272,7 @@ void hsrv_destroy(struct hsrv *s)
     if (s == NULL)
         return;
     s->drain_done = NULL;
+    loop_timer_stop(&s->report);
     close_listeners(s);
     while (s->conns)
         conn_close_now(s->conns);

@@ -21,6 +21,7 @@
 #define FERRY_HTTP_SERVER_H
 
 #include <openssl/ssl.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -102,6 +103,13 @@ int hsrv_listen(struct hsrv *s, const struct net_addr *addr, SSL_CTX *ctx, int p
  * the hand-offs taken and refused. Worker loop thread.
  */
 void hsrv_handoff(struct hsrv *s, int fd, struct metric *ok, struct metric *bad);
+/*
+ * Counts this server's open connections in *load too (an atomic shared by
+ * the servers of one process, one per worker), so that the load reported
+ * to switches on hand-off connections is the process's, not one worker's.
+ * Set before the server has connections; worker loop thread.
+ */
+void hsrv_share_load(struct hsrv *s, _Atomic unsigned *load);
 /*
  * Sets the Via value (e.g. "1.1 edge-1 (ferry/0.1)") that the server's own
  * error responses (parse errors, timeouts) carry; NULL for none. Copied.

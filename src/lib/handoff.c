@@ -167,30 +167,46 @@ static void close_fds(const int *fds, int n)
         close(fds[i]);
 }
 
-int handoff_recv(int sock, uint8_t *buf, int *fd, struct handoff_msg *m, const char **why)
+/*
+ * One message without waiting, and the descriptors that came with it (up
+ * to MAX_FDS; close-on-exec). Returns its length, with *nfds and
+ * *truncated set; -1 when nothing is queued; -2 at the end of the
+ * connection (an empty message without descriptors) or on an error.
+ */
+static ssize_t recv_one(int sock, uint8_t *buf, size_t cap, int fds[MAX_FDS], int *nfds, int *truncated)
 {
     union {
         char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
         struct cmsghdr align;
     } ctl;
-    struct iovec iov = {buf, HANDOFF_BUF};
+    struct iovec iov = {buf, cap};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                         .msg_controllen = sizeof(ctl.buf)};
     ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n < 0)
-        return errno == EAGAIN || errno == EINTR ? 0 : -2;
-    int fds[MAX_FDS];
-    int nfds = 0;
+        return errno == EAGAIN || errno == EINTR ? -1 : -2;
+    *nfds = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
             continue;
         size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k && nfds < MAX_FDS; i++)
-            memcpy(&fds[nfds++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+        for (size_t i = 0; i < k && *nfds < MAX_FDS; i++)
+            memcpy(&fds[(*nfds)++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
     }
-    if (n == 0 && nfds == 0)
+    if (n == 0 && *nfds == 0)
         return -2;
-    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+    *truncated = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
+    return n;
+}
+
+int handoff_recv(int sock, uint8_t *buf, int *fd, struct handoff_msg *m, const char **why)
+{
+    int fds[MAX_FDS];
+    int nfds = 0, truncated = 0;
+    ssize_t n = recv_one(sock, buf, HANDOFF_BUF, fds, &nfds, &truncated);
+    if (n < 0)
+        return n == -1 ? 0 : -2;
+    if (truncated) {
         *why = "truncated";
         goto refuse;
     }
@@ -226,4 +242,75 @@ int handoff_recv(int sock, uint8_t *buf, int *fd, struct handoff_msg *m, const c
 refuse:
     close_fds(fds, nfds);
     return -1;
+}
+
+void handoff_report(uint8_t out[HANDOFF_REPORT], uint32_t load)
+{
+    memcpy(out, "FRHL", 4);
+    out[4] = 1;
+    out[5] = 0;
+    out[6] = 0;
+    out[7] = 4;
+    out[8] = (uint8_t)(load >> 24);
+    out[9] = (uint8_t)(load >> 16);
+    out[10] = (uint8_t)(load >> 8);
+    out[11] = (uint8_t)load;
+}
+
+int handoff_report_parse(const uint8_t *p, size_t n, uint32_t *load, const char **why)
+{
+    if (n < HANDOFF_HDR) {
+        *why = "shorter than its header";
+        return -1;
+    }
+    if (memcmp(p, "FRHL", 4) != 0) {
+        *why = "bad magic";
+        return -1;
+    }
+    if (p[4] != 1) {
+        *why = "unknown version";
+        return -1;
+    }
+    if (p[5] != 0) {
+        *why = "unknown flags";
+        return -1;
+    }
+    if (((size_t)p[6] << 8 | p[7]) != 4 || n != HANDOFF_REPORT) {
+        *why = "not the length of a report";
+        return -1;
+    }
+    *load = (uint32_t)p[8] << 24 | (uint32_t)p[9] << 16 | (uint32_t)p[10] << 8 | p[11];
+    return 0;
+}
+
+int handoff_report_send(int sock, uint32_t load)
+{
+    uint8_t msg[HANDOFF_REPORT];
+    handoff_report(msg, load);
+    for (;;) {
+        if (send(sock, msg, sizeof(msg), MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+int handoff_report_recv(int sock, uint32_t *load, const char **why)
+{
+    uint8_t buf[64];
+    int fds[MAX_FDS];
+    int nfds = 0, truncated = 0;
+    ssize_t n = recv_one(sock, buf, sizeof(buf), fds, &nfds, &truncated);
+    if (n < 0)
+        return n == -1 ? 0 : -2;
+    close_fds(fds, nfds);
+    if (nfds > 0) {
+        *why = "a descriptor in a report";
+        return -1;
+    }
+    if (truncated) {
+        *why = "truncated";
+        return -1;
+    }
+    return handoff_report_parse(buf, (size_t)n, load, why) < 0 ? -1 : 1;
 }

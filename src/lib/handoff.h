@@ -26,6 +26,20 @@
  * or root (SO_PEERCRED). A message that breaks a rule is refused and every
  * descriptor that came with it is closed; the connection stays.
  *
+ * The other way, the cache reports its load: how many client connections
+ * it has open, all sources together, so that a switch choosing by
+ * `leastconn` counts the connections it handed over and no longer sees.
+ *
+ *   0  4  magic "FRHL"
+ *   4  1  version, 1
+ *   5  1  flags, 0
+ *   6  2  length, 4
+ *   8  4  open client connections, big-endian
+ *
+ * with no descriptor. The cache sends one when a switch connects and then
+ * whenever the count has changed, at most every HANDOFF_REPORT_MS; the
+ * switch reads them on a timer of its own.
+ *
  * SEQPACKET rather than datagrams: an AF_UNIX datagram receiver queues
  * only net.unix.max_dgram_qlen messages (10 by default), which a burst of
  * new clients fills at once; a connection is bounded by its socket buffer.
@@ -97,5 +111,23 @@ int handoff_send(int sock, int fd, int tls, const void *bytes, size_t len);
  * connection or it failed.
  */
 int handoff_recv(int sock, uint8_t *buf, int *fd, struct handoff_msg *m, const char **why);
+
+#define HANDOFF_REPORT 12
+#define HANDOFF_REPORT_MS 100
+
+/* Writes a load report. */
+void handoff_report(uint8_t out[HANDOFF_REPORT], uint32_t load);
+/* Parses a load report. Returns 0, or -1 with *why set. Pure. */
+int handoff_report_parse(const uint8_t *p, size_t n, uint32_t *load, const char **why);
+/* Sends a load report without waiting. Returns 0 or -errno (-EAGAIN when
+ * the switch has not read the earlier ones: this one is dropped). */
+int handoff_report_send(int sock, uint32_t load);
+/*
+ * Receives one load report. Returns 1 with *load; 0 when nothing is
+ * queued; -1 when the message was not a report (*why says why; any
+ * descriptor that came with it is closed); -2 when the cache closed the
+ * connection or it failed.
+ */
+int handoff_report_recv(int sock, uint32_t *load, const char **why);
 
 #endif

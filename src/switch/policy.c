@@ -145,7 +145,7 @@ static struct sw_backend *least_conn(const struct sw_pool *pool, const struct sw
         struct sw_backend *b = pool->b[(start + k) % pool->n];
         if (!usable(b, r, 1))
             continue;
-        uint64_t n = atomic_load_explicit(&b->active, memory_order_relaxed);
+        uint64_t n = sw_backend_load(b);
         uint64_t w = weight(b);
         int better;
         if (best == NULL)

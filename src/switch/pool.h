@@ -71,6 +71,13 @@ struct sw_backend {
     _Atomic unsigned weight;     /* share of new clients (hash, leastconn, roundrobin); 0 = drain */
     _Atomic int up;              /* in service */
     _Atomic unsigned active;     /* connections routed here and not yet closed */
+    /* A hand-off backend's own count of its open client connections, as
+     * last reported (lib/handoff.h), and the connections routed here since
+     * that report: leastconn's view of a backend whose connections leave
+     * the switch. */
+    _Atomic uint32_t load_reported;
+    _Atomic unsigned load_since;
+    _Atomic int has_load;
     _Atomic unsigned passive_fails; /* consecutive failed connects */
     /* Metrics, bound by sw_backend_bind_metrics (NULL before). */
     struct metric *m_routed[SW_NSTEPS];
@@ -89,6 +96,22 @@ struct sw_backend *sw_backend_create(const char *name, uint64_t id);
 struct sw_backend *sw_backend_ref(struct sw_backend *b);
 /* Drops a reference; the last one frees. Any thread. */
 void sw_backend_unref(struct sw_backend *b);
+/* The connections leastconn counts: the backend's own report plus those
+ * routed since, when it reports (hand-off); else the ones open here. */
+static inline uint64_t sw_backend_load(const struct sw_backend *b)
+{
+    if (atomic_load_explicit(&b->has_load, memory_order_relaxed))
+        return (uint64_t)atomic_load_explicit(&b->load_reported, memory_order_relaxed) +
+               atomic_load_explicit(&b->load_since, memory_order_relaxed);
+    return atomic_load_explicit(&b->active, memory_order_relaxed);
+}
+/* A load report from the backend arrived (any thread). */
+static inline void sw_backend_report(struct sw_backend *b, uint32_t load)
+{
+    atomic_store_explicit(&b->load_reported, load, memory_order_relaxed);
+    atomic_store_explicit(&b->load_since, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->has_load, 1, memory_order_relaxed);
+}
 /* Registers b's metric series (main thread; idempotent per name). */
 void sw_backend_bind_metrics(struct sw_backend *b);
 /* Same name and addresses and label (so a reload may keep the old object;

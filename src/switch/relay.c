@@ -134,6 +134,7 @@ struct sw_worker {
     int pipes[PIPE_CACHE][2];    /* empty pipes for reuse */
     unsigned idx;                /* this worker's index, for its hand-off slots */
     unsigned hturn;              /* the hand-off connection used next */
+    struct loop_timer reports;   /* reads the caches' load reports on this worker's slots */
     unsigned npipes;
     int draining;
     void (*drain_done)(void *);
@@ -776,6 +777,8 @@ static int try_handoff(struct conn *c)
         }
     }
     if (r == 0) {
+        if (!loop_timer_active(&w->reports))
+            loop_timer_start(&w->reports, HANDOFF_REPORT_MS);
         handed_off(c);
         return 1;
     }
@@ -786,6 +789,46 @@ static int try_handoff(struct conn *c)
     }
     connect_failed(c, r);
     return 1;
+}
+
+/*
+ * Reads the load reports that arrived on this worker's hand-off
+ * connections (lib/handoff.h). A connection the cache closed is closed
+ * here too (the next hand-off opens a new one), and the backend's report
+ * is forgotten until a new one comes: a restarted cache starts empty.
+ */
+static void read_reports(struct loop_timer *t)
+{
+    struct sw_worker *w = (struct sw_worker *)((char *)t - offsetof(struct sw_worker, reports));
+    const struct sw_pool *pool = &w->set->pool;
+    int open = 0;
+    for (size_t i = 0; i < pool->n; i++) {
+        struct sw_backend *b = pool->b[i];
+        if (!b->has_handoff)
+            continue;
+        for (unsigned k = 0; k < SW_HANDOFF_STREAMS; k++) {
+            int *slot = &b->hsock[w->idx * SW_HANDOFF_STREAMS + k];
+            for (int m = 0; *slot >= 0 && m < 64; m++) {
+                uint32_t load;
+                const char *why = NULL;
+                int r = handoff_report_recv(*slot, &load, &why);
+                if (r == 1) {
+                    sw_backend_report(b, load);
+                    continue;
+                }
+                if (r == 0)
+                    break;
+                if (r == -1)
+                    log_warn("switch: backend %s: hand-off connection: %s; closing it", b->name, why);
+                close(*slot);
+                *slot = -1;
+                atomic_store_explicit(&b->has_load, 0, memory_order_relaxed);
+            }
+            open += *slot >= 0;
+        }
+    }
+    if (open > 0 && !w->draining)
+        loop_timer_start(&w->reports, HANDOFF_REPORT_MS);
 }
 
 /* Runs the chain (again, after a failed connect) and connects. */
@@ -811,6 +854,7 @@ static void conn_route(struct conn *c)
     c->b = sw_backend_ref(d.b);
     c->step = d.step;
     atomic_fetch_add(&d.b->active, 1);
+    atomic_fetch_add_explicit(&d.b->load_since, 1, memory_order_relaxed);
     if (d.b->m_active)
         metric_add(d.b->m_active, 1);
     if (d.b->has_handoff && try_handoff(c))
@@ -1083,6 +1127,7 @@ void sw__worker_init(struct sw_worker *w, struct sw *sw, struct loop *l, struct 
     w->loop = l;
     w->set = s;
     w->idx = (unsigned)(w - sw->workers);
+    loop_timer_init(l, &w->reports, read_reports);
 }
 
 int sw__worker_listen(struct sw_worker *w, const struct sw_listen_conf *lc)
@@ -1153,6 +1198,7 @@ void sw__worker_fini(struct sw_worker *w)
     if (w->sw == NULL)
         return;
     w->drain_done = NULL;
+    loop_timer_stop(&w->reports);
     close_listeners(w);
     while (w->conns)
         conn_close(w->conns);

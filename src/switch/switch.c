@@ -424,7 +424,10 @@ static int api_switch(void *arg, const struct admin_req *req, struct buf *out, c
             json_kv_str(&j, "handoff", b->handoff.sun.sun_path);
             json_kv_int(&j, "handed_off", b->m_handoff ? metric_value(b->m_handoff) : 0);
             json_kv_int(&j, "handoff_fallbacks", b->m_handoff_fallback ? metric_value(b->m_handoff_fallback) : 0);
+            if (atomic_load(&b->has_load))
+                json_kv_int(&j, "reported_load", atomic_load(&b->load_reported));
         }
+        json_kv_int(&j, "load", (int64_t)sw_backend_load(b));
         json_kv_str(&j, "check", net_addr_str(&b->check, as, sizeof(as)));
         json_kv_int(&j, "label", b->label);
         json_kv_int(&j, "weight", atomic_load(&b->weight));

@@ -288,3 +288,67 @@ def test_a_draining_cache_answers_what_was_handed_over(tmp_path, procs, nginx_fa
     # Its socket is gone: new clients go to the others.
     for _ in range(6):
         assert node.get(fresh_addr())[1] != f"cache-{victim}"
+
+
+def test_leastconn_counts_what_the_caches_report(tmp_path, procs, nginx_factory, pki):
+    """Handed-off connections leave the switch, so leastconn counts what each
+    cache reports back on its hand-off connection: its open client
+    connections, whoever sent them. Connections opened to cache-1 directly
+    keep new clients away from it until they close."""
+    node = Node(tmp_path, procs, nginx_factory, pki, policy="leastconn", http_policy="leastconn", handoff=True)
+    settled(node)
+    names = [f"cache-{i}" for i in (1, 2, 3)]
+
+    def load(name):
+        return node.backend(name)["load"]
+
+    def reported(name):
+        return node.backend(name).get("reported_load")
+
+    def open_conn(addr, port=8080):
+        """A kept-alive plain HTTP connection with one request answered."""
+        s = socket.create_connection((addr, port), timeout=10 * SLOW)
+        s.sendall(f"GET /index.html HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        data = b""
+        while b"hello from the origin\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data
+        return s
+
+    # Until every cache has had a connection, the switch has no hand-off
+    # connection to it and so no report.
+    warm = []
+    for _ in range(30):
+        if all(reported(n) is not None for n in names):
+            break
+        warm.append(open_conn(node.addr))
+        time.sleep(0.15)
+    wait_for(lambda: all(reported(n) is not None for n in names), 5 * SLOW, "a report from every cache")
+    for s in warm:
+        s.close()
+    wait_for(lambda: all(reported(n) == 0 for n in names), 10 * SLOW, "every cache empty again")
+
+    direct = [open_conn(node.addrs[1]) for _ in range(5)]
+    wait_for(lambda: load("cache-1") == 5, 10 * SLOW, "cache-1 reporting its 5 direct connections")
+    before = {i: handoffs(node, i) for i in (1, 2, 3)}
+    via_switch = []
+    for k in range(1, 5):
+        via_switch.append(open_conn(node.addr))
+        wait_for(lambda: load("cache-2") + load("cache-3") == k, 10 * SLOW, f"{k} connections counted")
+        # settle on the caches' own reports before the next decision
+        wait_for(lambda: (reported("cache-2") or 0) + (reported("cache-3") or 0) == k, 10 * SLOW,
+                 f"{k} connections reported")
+    got = {i: handoffs(node, i) - before[i] for i in (1, 2, 3)}
+    assert got == {1: 0, 2: 2, 3: 2}, got
+
+    # The direct connections close: cache-1 reports 0 and takes the next two.
+    for s in direct:
+        s.close()
+    wait_for(lambda: reported("cache-1") == 0, 10 * SLOW, "cache-1 empty")
+    for _ in range(2):
+        via_switch.append(open_conn(node.addr))
+    assert handoffs(node, 1) - before[1] == 2
+    for s in via_switch:
+        s.close()

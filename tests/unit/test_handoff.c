@@ -171,12 +171,69 @@ static void test_over_a_socket(void **state)
     free(buf);
 }
 
+static void test_report(void **state)
+{
+    uint8_t r[HANDOFF_REPORT];
+    uint32_t load = 0;
+    const char *why = NULL;
+    handoff_report(r, 0x01020304u);
+    assert_memory_equal(r, "FRHL\x01\x00\x00\x04\x01\x02\x03\x04", HANDOFF_REPORT);
+    assert_int_equal(handoff_report_parse(r, sizeof(r), &load, &why), 0);
+    assert_int_equal(load, 0x01020304u);
+    for (size_t n = 0; n < sizeof(r); n++)
+        assert_int_equal(handoff_report_parse(r, n, &load, &why), -1);
+    r[7] = 5;
+    assert_int_equal(handoff_report_parse(r, sizeof(r), &load, &why), -1);
+    assert_string_equal(why, "not the length of a report");
+    r[7] = 4;
+    r[5] = 1;
+    assert_int_equal(handoff_report_parse(r, sizeof(r), &load, &why), -1);
+    assert_string_equal(why, "unknown flags");
+    r[5] = 0;
+    r[4] = 2;
+    assert_int_equal(handoff_report_parse(r, sizeof(r), &load, &why), -1);
+    assert_string_equal(why, "unknown version");
+    r[4] = 1;
+    memcpy(r, "FRHO", 4); /* a hand-off is not a report */
+    assert_int_equal(handoff_report_parse(r, sizeof(r), &load, &why), -1);
+    assert_string_equal(why, "bad magic");
+
+    /* Over a SEQPACKET pair: reports arrive one by one, then nothing. */
+    (void)state;
+    int sp[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp), 0);
+    assert_int_equal(handoff_report_send(sp[0], 7), 0);
+    assert_int_equal(handoff_report_send(sp[0], 9), 0);
+    assert_int_equal(handoff_report_recv(sp[1], &load, &why), 1);
+    assert_int_equal(load, 7);
+    assert_int_equal(handoff_report_recv(sp[1], &load, &why), 1);
+    assert_int_equal(load, 9);
+    assert_int_equal(handoff_report_recv(sp[1], &load, &why), 0);
+    /* A hand-off message (with its descriptor) where a report belongs is
+     * refused and the descriptor closed. */
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(handoff_send(sp[0], p[0], 1, "hi", 2), 0);
+    close(p[0]);
+    assert_int_equal(handoff_report_recv(sp[1], &load, &why), -1);
+    assert_string_equal(why, "a descriptor in a report");
+    signal(SIGPIPE, SIG_IGN);
+    assert_int_equal(write(p[1], "x", 1), -1);
+    assert_int_equal(errno, EPIPE);
+    close(p[1]);
+    /* the cache going away ends it */
+    close(sp[0]);
+    assert_int_equal(handoff_report_recv(sp[1], &load, &why), -2);
+    close(sp[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header),
         cmocka_unit_test(test_addr),
         cmocka_unit_test(test_over_a_socket),
+        cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
