@@ -1014,6 +1014,102 @@ static void test_million_routes(void **state)
     rib_destroy(r);
 }
 
+/* ---- growing while a walk is in progress --------------------------------- */
+
+enum { WALK_MAX = 60000 };
+
+struct walk_seen {
+    unsigned char count[WALK_MAX];
+    size_t visits;
+};
+
+static int count_visit(void *arg, const struct rib_dest *d)
+{
+    struct walk_seen *w = arg;
+    assert_int_equal(d->kind, PEER_R_AREA4);
+    uint32_t a = (uint32_t)d->key[0] << 24 | (uint32_t)d->key[1] << 16 | (uint32_t)d->key[2] << 8 | d->key[3];
+    assert_true(a - 0x0a000000u < WALK_MAX);
+    w->count[a - 0x0a000000u]++;
+    w->visits++;
+    return 0;
+}
+
+static struct peer_route host(uint32_t i)
+{
+    uint32_t a = 0x0a000000u + i;
+    return v4((uint8_t)(a >> 24), (uint8_t)(a >> 16), (uint8_t)(a >> 8), (uint8_t)a, 32);
+}
+
+static void test_walk_across_growth(void **state)
+{
+    /* The table doubles several times while a walk goes on in small steps:
+     * every destination there at the start is visited exactly once, none
+     * twice, the walk never starts over, and every lookup still finds its
+     * destination while the buckets are half moved. */
+    (void)state;
+    struct log l = {0};
+    struct rib *r = rib_create("alpha", on_change, &l);
+    int beta = rib_peer_add(r, "beta", NULL);
+    struct spec s = {.path = {"beta"}};
+    struct peer_route rs[200];
+    uint32_t next = 0;
+    for (; next < 1000; next += 200) {
+        for (uint32_t i = 0; i < 200; i++)
+            rs[i] = host(next + i);
+        assert_int_equal(announce(r, beta, &s, rs, 200), 0);
+    }
+    struct walk_seen *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    struct rib_cursor cur;
+    rib_walk_start(r, &cur);
+    int done = 0, steps = 0;
+    while (!done) {
+        done = rib_walk(r, &cur, count_visit, w, 7);
+        steps++;
+        assert_false(rib_walk_restarts(r, &cur));
+        if (next + 200 <= WALK_MAX) {
+            for (uint32_t i = 0; i < 200; i++)
+                rs[i] = host(next + i);
+            assert_int_equal(announce(r, beta, &s, rs, 200), 0);
+            next += 200;
+        }
+        if (steps % 16 == 0)
+            for (uint32_t i = 0; i < next; i += 97) {
+                struct peer_route p = host(i);
+                assert_non_null(rib_find(r, &p));
+            }
+    }
+    assert_true(steps > 20);
+    assert_int_equal(rib_dest_count(r), next);
+    assert_true(next > 16 * 1000); /* several doublings happened during the walk */
+    for (uint32_t i = 0; i < 1000; i++)
+        assert_int_equal(w->count[i], 1);
+    for (uint32_t i = 1000; i < next; i++)
+        assert_true(w->count[i] <= 1);
+    /* every destination, once, by a whole walk and by rib_foreach */
+    memset(w, 0, sizeof(*w));
+    rib_walk_start(r, &cur);
+    while (!rib_walk(r, &cur, count_visit, w, 1000))
+        ;
+    for (uint32_t i = 0; i < next; i++)
+        assert_int_equal(w->count[i], 1);
+    memset(w, 0, sizeof(*w));
+    rib_foreach(r, count_visit, w);
+    assert_int_equal(w->visits, next);
+    for (uint32_t i = 0; i < next; i++) {
+        struct peer_route p = host(i);
+        assert_non_null(rib_find(r, &p));
+    }
+    /* Shrinking (every route gone) is the one change that starts a walk over. */
+    rib_walk_start(r, &cur);
+    (void)rib_walk(r, &cur, count_visit, w, 10);
+    rib_peer_down(r, beta);
+    assert_true(rib_walk_restarts(r, &cur));
+    assert_int_equal(rib_dest_count(r), 0);
+    free(w);
+    rib_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1035,6 +1131,7 @@ int main(void)
         cmocka_unit_test(test_foreach_and_bad_input),
         cmocka_unit_test(test_destroy_with_routes),
         cmocka_unit_test(test_million_routes),
+        cmocka_unit_test(test_walk_across_growth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
