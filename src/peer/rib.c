@@ -73,17 +73,8 @@ struct rib {
     uint64_t seed;               /* hash seed, so a peer cannot precompute collisions */
     struct rib_dest **dtab;      /* destination buckets; owned, as are the chains */
     size_t dmask;                /* buckets - 1, a power of two minus one */
-    /*
-     * Growing moves the destinations a few old buckets at a time (see
-     * dest_grow): meanwhile otab holds the old buckets, of which the first
-     * omoved are moved. A destination whose old bucket is not moved yet is
-     * still in otab; every other one is in dtab.
-     */
-    struct rib_dest **otab;      /* the old buckets while growing, else NULL; owned */
-    size_t omask;                /* their number - 1 */
-    size_t omoved;
     size_t ndests;
-    uint64_t resizes;            /* bumped by every shrink (dest_resize), for rib_walk's cursors */
+    uint64_t resizes;            /* bumped by every dest_resize, for rib_walk's cursors */
     struct rib_attrs **atab;     /* interned attribute sets; owned */
     size_t amask;
     size_t nattrs;
@@ -404,18 +395,10 @@ static size_t dest_size(uint8_t kind, uint16_t len)
     return n < sizeof(struct rib_dest) ? sizeof(struct rib_dest) : n;
 }
 
-/* The bucket where a destination with hash h is now. */
-static inline struct rib_dest **bucket_of(const struct rib *r, size_t h)
-{
-    if (r->otab && (h & r->omask) >= r->omoved)
-        return &r->otab[h & r->omask];
-    return &r->dtab[h & r->dmask];
-}
-
 /* The link holding k's destination, or the empty link at the end of its chain. */
 static struct rib_dest **dest_slot_h(const struct rib *r, const struct dkey *k, size_t h)
 {
-    struct rib_dest **link = bucket_of(r, h);
+    struct rib_dest **link = &r->dtab[h & r->dmask];
     for (; *link; link = &(*link)->next) {
         const struct rib_dest *d = *link;
         if (d->kind == k->kind && d->plen == k->plen && d->len == k->len && memcmp(d->key, k->key, k->len) == 0)
@@ -426,7 +409,7 @@ static struct rib_dest **dest_slot_h(const struct rib *r, const struct dkey *k, 
 
 static struct rib_dest **dest_slot(const struct rib *r, const struct dkey *k)
 {
-    struct rib_dest **link = bucket_of(r, dest_hash(r, k->kind, k->plen, k->key, k->len));
+    struct rib_dest **link = &r->dtab[dest_hash(r, k->kind, k->plen, k->key, k->len) & r->dmask];
     for (; *link; link = &(*link)->next) {
         const struct rib_dest *d = *link;
         if (d->kind == k->kind && d->plen == k->plen && d->len == k->len && memcmp(d->key, k->key, k->len) == 0)
@@ -435,59 +418,8 @@ static struct rib_dest **dest_slot(const struct rib *r, const struct dkey *k)
     return link;
 }
 
-#define GROW_STEP 4 /* old buckets moved per destination added while growing */
-
-/* Moves up to nb more old buckets into dtab; frees otab after the last. */
-static void grow_step(struct rib *r, size_t nb)
-{
-    size_t end = r->omoved + nb > r->omask + 1 ? r->omask + 1 : r->omoved + nb;
-    for (; r->omoved < end; r->omoved++) {
-        if (r->omoved + 8 < end && r->otab[r->omoved + 8])
-            __builtin_prefetch(r->otab[r->omoved + 8]);
-        struct rib_dest *d, *next;
-        for (d = r->otab[r->omoved]; d; d = next) {
-            next = d->next;
-            size_t h = dest_hash(r, d->kind, d->plen, d->key, d->len) & r->dmask;
-            d->next = r->dtab[h];
-            r->dtab[h] = d;
-        }
-    }
-    if (r->omoved > r->omask) {
-        rib_free(r, r->otab, (r->omask + 1) * sizeof(*r->otab));
-        r->otab = NULL;
-        r->omask = r->omoved = 0;
-    }
-}
-
-static void grow_finish(struct rib *r)
-{
-    if (r->otab)
-        grow_step(r, r->omask + 1);
-}
-
-/*
- * Doubles the buckets without stopping: the old ones are moved GROW_STEP at
- * a time by the destinations added next, which is done long before the
- * table can need to grow again (that takes as many additions as there are
- * old buckets). Rehashing a million destinations at once held the loop
- * for about 50 ms in the middle of a table load (bench/rib_grow.c). Walks
- * go on across it (rib_walk).
- */
-static void dest_grow(struct rib *r)
-{
-    grow_finish(r);
-    size_t nb = 2 * (r->dmask + 1);
-    r->otab = r->dtab;
-    r->omask = r->dmask;
-    r->omoved = 0;
-    r->dtab = rib_zalloc(r, nb, sizeof(*r->dtab));
-    r->dmask = nb - 1;
-}
-
-/* Resizes at once (shrinking); walks in progress start over. */
 static void dest_resize(struct rib *r, size_t nb)
 {
-    grow_finish(r);
     r->resizes++;
     struct rib_dest **t = rib_zalloc(r, nb, sizeof(*t));
     for (size_t i = 0; i <= r->dmask; i++) {
@@ -532,9 +464,7 @@ static struct rib_dest *dest_new(struct rib *r, const struct dkey *k, struct rib
         d->key[k->len] = 0;
     *link = d;
     if (++r->ndests > r->dmask + 1)
-        dest_grow(r);
-    else if (r->otab)
-        grow_step(r, GROW_STEP);
+        dest_resize(r, 2 * (r->dmask + 1));
     return d;
 }
 
@@ -845,7 +775,6 @@ static void withdraw(struct rib *r, const struct dkey *k, int peer)
 static void peer_walk(struct rib *r, int peer, int all)
 {
     struct rib_peer *p = r->peers[peer];
-    grow_finish(r); /* this walk is as long as finishing it */
     for (size_t i = 0; i <= r->dmask && p->st.routes; i++) {
         struct rib_dest **link = &r->dtab[i];
         while (*link) {
@@ -913,7 +842,6 @@ void rib_destroy(struct rib *r)
     for (int i = 0; i < RIB_MAX_PEERS; i++)
         if (r->peers[i])
             peer_walk(r, i, 1);
-    grow_finish(r);
     rib_free(r, r->dtab, (r->dmask + 1) * sizeof(*r->dtab));
     rib_free(r, r->atab, (r->amask + 1) * sizeof(*r->atab));
     pool_fini(r, &r->pools[0]);
@@ -1016,12 +944,12 @@ int rib_update(struct rib *r, int peer, const struct peer_update *u, uint8_t con
             size_t h = 0;
             if (dkey_make(&ar, &ak) == 0) {
                 h = dest_hash(r, ak.kind, ak.plen, ak.key, ak.len);
-                __builtin_prefetch(bucket_of(r, h));
+                __builtin_prefetch(&r->dtab[h & r->dmask]);
             }
             ring[ai++ % AHEAD] = h;
         }
         if (i + AHEAD / 2 < ai) {
-            const struct rib_dest *b = *bucket_of(r, ring[(i + AHEAD / 2) % AHEAD]);
+            const struct rib_dest *b = r->dtab[ring[(i + AHEAD / 2) % AHEAD] & r->dmask];
             if (b)
                 __builtin_prefetch(b);
         }
@@ -1131,10 +1059,6 @@ const struct rib_route *rib_best(const struct rib_dest *d, enum rib_reason *why)
 
 void rib_foreach(const struct rib *r, int (*fn)(void *arg, const struct rib_dest *d), void *arg)
 {
-    for (size_t i = r->omoved; r->otab && i <= r->omask; i++)
-        for (const struct rib_dest *d = r->otab[i]; d; d = d->next)
-            if (fn(arg, d))
-                return;
     for (size_t i = 0; i <= r->dmask; i++)
         for (const struct rib_dest *d = r->dtab[i]; d; d = d->next)
             if (fn(arg, d))
@@ -1146,45 +1070,9 @@ int rib_walk_restarts(const struct rib *r, const struct rib_cursor *cur)
     return cur->resizes != r->resizes;
 }
 
-/*
- * A walk goes through "units": unit u holds every destination whose hash
- * has u in its low bits, for the number of buckets the table had when the
- * walk started (the old number while growing). Growing only splits
- * buckets, so a unit never changes: its destinations are in buckets u,
- * u + units, u + 2 units ... of the old buckets not moved yet, and of the
- * new ones for the moved. Each destination is visited once, growth or not.
- */
-static size_t walk_units_mask(const struct rib *r)
-{
-    return r->otab ? r->omask : r->dmask;
-}
-
-static size_t walk_unit(const struct rib *r, size_t u, size_t umask,
-                        int (*fn)(void *arg, const struct rib_dest *d), void *arg)
-{
-    size_t seen = 0;
-    size_t mask = walk_units_mask(r);
-    for (size_t j = u; j <= mask; j += umask + 1) {
-        const struct rib_dest *chains[2] = {NULL, NULL};
-        if (r->otab && j >= r->omoved) {
-            chains[0] = r->otab[j];
-        } else if (r->otab) {
-            chains[0] = r->dtab[j];
-            chains[1] = r->dtab[j + r->omask + 1];
-        } else {
-            chains[0] = r->dtab[j];
-        }
-        for (int c = 0; c < 2; c++)
-            for (const struct rib_dest *d = chains[c]; d; d = d->next, seen++)
-                fn(arg, d);
-    }
-    return seen;
-}
-
 void rib_walk_start(const struct rib *r, struct rib_cursor *cur)
 {
     cur->bucket = 0;
-    cur->units_mask = walk_units_mask(r);
     cur->resizes = r->resizes;
 }
 
@@ -1192,12 +1080,16 @@ int rib_walk(const struct rib *r, struct rib_cursor *cur, int (*fn)(void *arg, c
              void *arg, size_t max)
 {
     if (cur->resizes != r->resizes) {
-        rib_walk_start(r, cur); /* shrunk: the buckets merged, start again */
+        cur->resizes = r->resizes; /* the buckets moved: start again */
+        cur->bucket = 0;
     }
     size_t seen = 0;
-    while (cur->bucket <= cur->units_mask && seen < max)
-        seen += walk_unit(r, cur->bucket++, cur->units_mask, fn, arg);
-    return cur->bucket > cur->units_mask;
+    while (cur->bucket <= r->dmask && seen < max) {
+        for (const struct rib_dest *d = r->dtab[cur->bucket]; d; d = d->next, seen++)
+            fn(arg, d);
+        cur->bucket++;
+    }
+    return cur->bucket > r->dmask;
 }
 
 size_t rib_dest_count(const struct rib *r)

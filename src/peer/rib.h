@@ -180,20 +180,18 @@ size_t rib_dest_count(const struct rib *r);
  * cursor stopped, and returns 1 once every destination was visited. The
  * RIB may change between steps: a destination added or removed behind the
  * cursor is not visited (the caller learns of it through the change
- * callback). The table growing in between changes nothing: every
- * destination is still visited once. When it shrank in between (after
- * mass removals), the walk starts over, so some destinations may be
- * visited twice, none missed. Start with rib_walk_start.
+ * callback); when the table was resized in between, the walk starts over,
+ * so some destinations may be visited twice, none missed. Start with a
+ * zeroed cursor whose `resizes` is rib_walk_start's.
  */
 struct rib_cursor {
-    size_t bucket;               /* the next unit (see rib.c) */
-    size_t units_mask;
+    size_t bucket;
     uint64_t resizes;
 };
 void rib_walk_start(const struct rib *r, struct rib_cursor *cur);
 int rib_walk(const struct rib *r, struct rib_cursor *cur, int (*fn)(void *arg, const struct rib_dest *d),
              void *arg, size_t max);
-/* Whether the next rib_walk with cur starts over (the table shrank). */
+/* Whether the next rib_walk with cur starts over (the table was resized). */
 int rib_walk_restarts(const struct rib *r, const struct rib_cursor *cur);
 /* Longest-prefix lookup among area destinations (for `ferryctl routes ADDR`);
  * family is 4 or 6, as in router/area.h. */
