@@ -49,6 +49,8 @@ struct admin {
     unsigned nconns;
 };
 
+static void conn_io(struct loop_io *io, unsigned events);
+
 static void conn_free_cb(void *arg)
 {
     struct admin_conn *c = arg;
@@ -93,6 +95,10 @@ static void respond(struct admin_conn *c, int status, const char *ctype, const s
         buf_append(&c->out, buf_head(body), n);
     c->writing = 1;
     loop_io_modify(&c->io, LOOP_WRITE);
+    /* Most answers fit the socket buffer: send now rather than one loop
+     * iteration later, which matters when the loop is busy (a table load
+     * on the main loop makes each iteration tens of ms). */
+    conn_io(&c->io, LOOP_WRITE);
 }
 
 static void respond_text(struct admin_conn *c, int status, const char *text)
@@ -273,6 +279,9 @@ static void accept_cb(struct loop_io *io, unsigned events)
             a->conns->prev = c;
         a->conns = c;
         a->nconns++;
+        /* The request is usually there already (loopback, curl): read it
+         * now, not after the next poll. */
+        conn_io(&c->io, LOOP_READ);
     }
 }
 
