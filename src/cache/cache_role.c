@@ -603,20 +603,20 @@ static void handoff_start_cb(void *arg)
     free(hs);
 }
 
-static void handoff_accept_cb(struct loop_io *io, unsigned events)
+/* Accepts up to max switch connections. Returns 0 once none is waiting. */
+static int handoff_accept_some(struct cache *ca, int max)
 {
-    struct cache *ca = io->data;
-    for (int i = 0; i < 16; i++) {
-        int fd = handoff_accept(io->fd);
+    for (int i = 0; i < max; i++) {
+        int fd = handoff_accept(ca->handoff_fd);
         if (fd == -EAGAIN || fd == -EINTR)
-            return;
+            return 0;
         if (fd == -EPERM) {
             log_warn("cache: refused a hand-off connection from another user");
             continue;
         }
         if (fd < 0) {
             log_warn("cache: accept on %s: %s", ca->handoff_path, strerror(-fd));
-            return;
+            return 0;
         }
         struct handoff_start *hs = xmalloc(sizeof(*hs));
         hs->ca = ca;
@@ -624,13 +624,31 @@ static void handoff_accept_cb(struct loop_io *io, unsigned events)
         hs->fd = fd;
         loop_post(hs->w->loop, handoff_start_cb, hs);
     }
+    return 1;
 }
 
-/* Stops taking switch connections (drain, or the end). */
-static void handoff_close(struct cache *ca)
+static void handoff_accept_cb(struct loop_io *io, unsigned events)
+{
+    (void)handoff_accept_some(io->data, 16);
+}
+
+/*
+ * Stops taking switch connections (drain, or the end). On a drain, the
+ * connections a switch opened that we have not accepted yet may already
+ * carry hand-offs (a switch connects and sends at once): refuse new ones
+ * first (the switch then tries another cache), take the waiting ones,
+ * and only then close. Their workers get them before the drain (posts
+ * run in order), so it serves what they carry.
+ */
+static void handoff_close(struct cache *ca, int take_waiting)
 {
     if (ca->handoff_fd < 0)
         return;
+    if (take_waiting) {
+        shutdown(ca->handoff_fd, SHUT_RD);
+        for (int round = 0; round < 1024 && handoff_accept_some(ca, 64); round++)
+            ;
+    }
     loop_io_stop(&ca->handoff_io);
     close(ca->handoff_fd);
     ca->handoff_fd = -1;
@@ -1079,7 +1097,7 @@ static void cache_drain(void *inst, void (*done)(void *), void *arg)
     struct cache *ca = inst;
     /* A switch that hands over connections finds nothing listening now,
      * and tries another cache. */
-    handoff_close(ca);
+    handoff_close(ca, 1);
     struct hsrv **srvs = xcalloc(ca->nworkers + 1, sizeof(*srvs));
     for (unsigned i = 0; i < ca->nworkers; i++)
         srvs[i] = ca->workers[i].srv;
@@ -1108,7 +1126,7 @@ static void cache_destroy(void *inst)
         cache__settings_unref(ca->workers[i].set);
     }
     free(ca->workers);
-    handoff_close(ca);
+    handoff_close(ca, 0);
     free(ca->handoff_path);
     store_destroy(ca->store);
     int fd = atomic_load(&ca->access_fd);

@@ -280,8 +280,15 @@ def test_a_draining_cache_answers_what_was_handed_over(tmp_path, procs, nginx_fa
         # starts) gets its answer before the cache exits.
         node.caches[victim].proc.send_signal(signal.SIGTERM)
         node.caches[victim].proc.send_signal(signal.SIGCONT)
-        results = [f.result() for f in futs]
-    assert all(status == 200 for status, _ in results), results
+        results = []
+        for f in futs:
+            try:
+                results.append(f.result())
+            except Exception as e:  # reported below, with the caches' logs
+                results.append(("error", repr(e)))
+    logs = {f"cache-{i}": c.proc.output()[-4000:] for i, c in node.caches.items()}
+    logs["switch"] = node.sw.proc.output()[-6000:]
+    assert all(status == 200 for status, _ in results), (results, logs)
     assert sum(1 for _, name in results if name == f"cache-{victim}") == 7, results
     assert node.caches[victim].proc.p.wait(timeout=20 * SLOW) == 0
     assert not os.path.exists(node.sock(victim))
