@@ -1,12 +1,18 @@
 """benchlib -- helpers the benchmark scripts share (Python 3, standard
-library only): files, process logs, and the /proc readings behind each run's
-CPU, memory, load and steal figures. Each script imports what it uses:
+library only): files, the servers a script starts (each stopped by its PID,
+never by name), process logs, and the /proc readings behind each run's CPU,
+memory, load and steal figures. Each script imports what it uses:
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from benchlib import ...
 """
 import os
 import signal
+import socket
+import subprocess
+import time
+
+STARTED = []  # the Popen objects start() made and stop() has not stopped yet
 
 
 def write(path, text):
@@ -21,6 +27,62 @@ def tail(path, n=20):
             return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def start(argv, logpath, cpus=None):
+    """Starts argv (under `taskset -c cpus` when given) in a session of its
+    own, stdout and stderr appended to logpath."""
+    f = open(logpath, "ab")
+    if cpus:
+        argv = ["taskset", "-c", cpus] + argv
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    p.logfile, p.logpath = f, logpath
+    STARTED.append(p)
+    return p
+
+
+def stop(p, timeout=15, sig=signal.SIGTERM):
+    """Sends sig to p's PID, waits up to timeout, then SIGKILL."""
+    if p is None:
+        return
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, sig)
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+        except ProcessLookupError:
+            pass
+    p.logfile.close()
+    if p in STARTED:
+        STARTED.remove(p)
+
+
+def stop_all():
+    for p in reversed(list(STARTED)):
+        stop(p)
+
+
+def port_open(addr, port):
+    try:
+        with socket.create_connection((addr, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(p, addr, port, what, timeout=15, name="bench"):
+    """Waits for a TCP listener; a process that exits or never listens ends
+    the benchmark with its log's tail (SystemExit, prefixed with name)."""
+    deadline = time.monotonic() + timeout
+    while not port_open(addr, port):
+        if p.poll() is not None:
+            raise SystemExit(f"{name}: {what} exited with {p.returncode}:\n{tail(p.logpath)}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name}: {what} not listening on {addr}:{port} after {timeout}s:\n"
+                             f"{tail(p.logpath)}")
+        time.sleep(0.02)
 
 
 def cpu_ticks(pid):

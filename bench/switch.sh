@@ -105,7 +105,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -114,7 +113,8 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import write, tail, proc_stat, loadavg  # noqa: E402  (helpers shared with the other benchmarks)
+import benchlib  # noqa: E402  (helpers shared with the other benchmarks)
+from benchlib import write, tail, proc_stat, loadavg, stop, stop_all  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build")))
@@ -184,55 +184,12 @@ def elapsed():
 
 # ---- processes -------------------------------------------------------------
 
-STARTED = []  # Popen objects we started; stopped by PID
-
-
 def start(argv, logpath, cpus=SERVER_CPU):
-    f = open(logpath, "ab")
-    if cpus:
-        argv = ["taskset", "-c", cpus] + argv
-    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    p.logfile, p.logpath = f, logpath
-    STARTED.append(p)
-    return p
-
-
-def stop(p, timeout=15):
-    if p.poll() is None:
-        try:
-            os.kill(p.pid, signal.SIGTERM)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-        except ProcessLookupError:
-            pass
-    p.logfile.close()
-    if p in STARTED:
-        STARTED.remove(p)
-
-
-def stop_all():
-    for p in reversed(list(STARTED)):
-        stop(p)
-
-
-def port_open(addr, port):
-    try:
-        with socket.create_connection((addr, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return benchlib.start(argv, logpath, cpus)
 
 
 def wait_port(p, addr, port, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not port_open(addr, port):
-        if p.poll() is not None:
-            raise SystemExit(f"switch: {what} exited with {p.returncode}:\n{tail(p.logpath)}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"switch: {what} not listening on {addr}:{port} after {timeout}s:\n{tail(p.logpath)}")
-        time.sleep(0.05)
+    benchlib.wait_port(p, addr, port, what, timeout, name="switch")
 
 
 def cpu_ticks(pid):
