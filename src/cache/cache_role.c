@@ -655,6 +655,12 @@ static void handoff_close(struct cache *ca, int take_waiting)
     unlink(ca->handoff_path);
 }
 
+static int64_t gauge_client_connections(void *arg)
+{
+    struct cache *ca = arg;
+    return (int64_t)atomic_load_explicit(&ca->open_conns, memory_order_relaxed);
+}
+
 static int64_t gauge_objects(void *arg)
 {
     struct store_stats st;
@@ -955,6 +961,9 @@ static int cache_start(void *inst, const struct role_env *env)
         log_info("cache: disk tier %s: %" PRIu64 " objects, %" PRIu64 " bytes", ca->disk_path,
                  ds.objects, ds.bytes);
     }
+    metric_gauge_fn("ferry_cache_client_connections", NULL,
+                    "Client connections open, all workers and sources (what hand-off load reports say)",
+                    gauge_client_connections, ca);
     metric_gauge_fn("ferry_cache_objects", NULL, "Objects in the memory tier", gauge_objects, ca->store);
     metric_gauge_fn("ferry_cache_memory_bytes", NULL, "Bytes charged in the memory tier", gauge_bytes, ca->store);
     metric_gauge_fn("ferry_cache_evictions", NULL, "Objects evicted from the memory tier", gauge_evictions, ca->store);
@@ -1110,6 +1119,7 @@ static void cache_destroy(void *inst)
     struct cache *ca = inst;
     if (ca == NULL)
         return;
+    metric_unbind(ca);
     metric_unbind(ca->store);
     if (ca->disk) {
         metric_unbind(ca->disk);

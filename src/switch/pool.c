@@ -88,6 +88,8 @@ void sw_backend_bind_metrics(struct sw_backend *b)
                                       "Client connections handed over to the backend (not relayed)");
         b->m_handoff_fallback = metric_counter("ferry_switch_handoff_fallbacks_total", labels,
                                                "Hand-offs the backend's full queue refused, relayed instead");
+        b->m_reported_load = metric_gauge("ferry_switch_backend_reported_load", labels,
+                                          "Client connections the backend last reported open (hand-off)");
     }
     metric_set(b->m_up, atomic_load(&b->up));
 }

@@ -83,7 +83,7 @@ struct sw_backend {
     struct metric *m_routed[SW_NSTEPS];
     struct metric *m_hs[SW_NSTEPS][2];
     struct metric *m_up, *m_active, *m_connect_fail, *m_check_fail;
-    struct metric *m_handoff, *m_handoff_fallback;
+    struct metric *m_handoff, *m_handoff_fallback, *m_reported_load;
 };
 
 struct sw_pool {

@@ -814,6 +814,8 @@ static void read_reports(struct loop_timer *t)
                 int r = handoff_report_recv(*slot, &load, &why);
                 if (r == 1) {
                     sw_backend_report(b, load);
+                    if (b->m_reported_load)
+                        metric_set(b->m_reported_load, load);
                     continue;
                 }
                 if (r == 0)

@@ -339,6 +339,9 @@ def test_leastconn_counts_what_the_caches_report(tmp_path, procs, nginx_factory,
 
     direct = [open_conn(node.addrs[1]) for _ in range(5)]
     wait_for(lambda: load("cache-1") == 5, 10 * SLOW, "cache-1 reporting its 5 direct connections")
+    # the same count in both processes' metrics
+    assert node.caches[1].metric("ferry_cache_client_connections") == 5
+    assert node.sw.metric("ferry_switch_backend_reported_load", 'backend="cache-1"') == 5
     before = {i: handoffs(node, i) for i in (1, 2, 3)}
     via_switch = []
     for k in range(1, 5):
