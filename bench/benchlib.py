@@ -35,8 +35,9 @@ def start(argv, logpath, cpus=None):
     f = open(logpath, "ab")
     if cpus:
         argv = ["taskset", "-c", cpus] + argv
-    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    p.logfile, p.logpath = f, logpath
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    p.logfile, p.logpath, p.t_spawn = f, logpath, time.monotonic()
     STARTED.append(p)
     return p
 
@@ -59,9 +60,16 @@ def stop(p, timeout=15, sig=signal.SIGTERM):
         STARTED.remove(p)
 
 
-def stop_all():
+def stop_all(log=None, stop_one=None):
+    """Stops everything start() started, newest first; one that fails to
+    stop is reported through log (when given) and the others still stop."""
     for p in reversed(list(STARTED)):
-        stop(p)
+        try:
+            (stop_one or stop)(p)
+        except Exception as e:
+            if log is None:
+                raise
+            log(f"stopping {p.pid}: {e}")
 
 
 def port_open(addr, port):

@@ -62,7 +62,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import proc_stat  # noqa: E402  (helpers shared with the other benchmarks)
+import benchlib  # noqa: E402  (helpers shared with the other benchmarks)
+from benchlib import proc_stat, stop_all, tail  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build"))
@@ -93,57 +94,12 @@ def log(msg):
 
 # ---- processes -------------------------------------------------------------
 
-STARTED = []  # every Popen we started, stopped by PID at exit
-
-
 def start(argv, logname, workdir):
-    f = open(os.path.join(workdir, logname), "wb")
-    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    p.logfile = f
-    p.logpath = os.path.join(workdir, logname)
-    STARTED.append(p)
-    return p
-
-
-def stop_all():
-    for p in reversed(STARTED):
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait()
-            except ProcessLookupError:
-                pass
-        p.logfile.close()
-    STARTED.clear()
-
-
-def port_open(addr, port):
-    try:
-        with socket.create_connection((addr, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return benchlib.start(argv, os.path.join(workdir, logname))
 
 
 def wait_port(p, addr, port, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not port_open(addr, port):
-        if p.poll() is not None:
-            raise SystemExit(f"{what} exited with {p.returncode}:\n{tail(p.logpath)}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} not listening on {addr}:{port} after {timeout}s:\n{tail(p.logpath)}")
-        time.sleep(0.05)
-
-
-def tail(path, n=30):
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
+    benchlib.wait_port(p, addr, port, what, timeout, name="cache_hit")
 
 
 def proc_children():
@@ -609,7 +565,7 @@ def main():
         ferry_metrics = ""
         try:
             with socket.create_connection((f_addr, 9000), timeout=5) as sck:
-                sck.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                sck.sendall("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 chunks = []
                 while True:
                     chunk = sck.recv(65536)

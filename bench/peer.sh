@@ -116,7 +116,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import write, tail, cpu_ticks, status_kib, proc_stat, loadavg, pid_ticks, on_signal  # noqa: E402  (helpers shared with the other benchmarks)
+import benchlib  # noqa: E402  (helpers shared with the other benchmarks)
+from benchlib import write, tail, cpu_ticks, status_kib, proc_stat, loadavg, pid_ticks, on_signal  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build")))
@@ -183,41 +184,16 @@ class Fail(Exception):
 
 # ---- processes -------------------------------------------------------------
 
-STARTED = []  # Popen objects we started; stopped by PID
-
-
 def start(argv, logpath, cpus):
-    f = open(logpath, "ab")
-    if cpus:
-        argv = ["taskset", "-c", cpus] + argv
-    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True)
-    p.logfile, p.logpath, p.t_spawn = f, logpath, time.monotonic()
-    STARTED.append(p)
-    return p
+    return benchlib.start(argv, logpath, cpus)
 
 
 def stop(p, timeout=20):
-    if p.poll() is None:
-        try:
-            os.kill(p.pid, signal.SIGTERM)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-        except ProcessLookupError:
-            pass
-    p.logfile.close()
-    if p in STARTED:
-        STARTED.remove(p)
+    benchlib.stop(p, timeout)
 
 
 def stop_all():
-    for p in reversed(list(STARTED)):
-        try:
-            stop(p)
-        except Exception as e:  # keep stopping the others
-            log(f"stopping {p.pid}: {e}")
+    benchlib.stop_all(log, stop)
 
 
 def self_ticks():
