@@ -42,11 +42,14 @@ def start(argv, logpath, cpus=None):
     return p
 
 
-def stop(p, timeout=15, sig=signal.SIGTERM):
-    """Sends sig to p's PID, waits up to timeout, then SIGKILL."""
+def stop(p, timeout=15, sig=signal.SIGTERM, tree=False):
+    """Sends sig to p's PID, waits up to timeout, then SIGKILL. With tree
+    (servers that fork), the descendants p had before are then killed by
+    PID too."""
     if p is None:
         return
     if p.poll() is None:
+        pids = proc_tree(p.pid)[1:] if tree else []
         try:
             os.kill(p.pid, sig)
             p.wait(timeout=timeout)
@@ -55,6 +58,11 @@ def stop(p, timeout=15, sig=signal.SIGTERM):
             p.wait()
         except ProcessLookupError:
             pass
+        for q in pids:
+            try:
+                os.kill(q, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     p.logfile.close()
     if p in STARTED:
         STARTED.remove(p)
@@ -80,28 +88,43 @@ def port_open(addr, port):
         return False
 
 
-def wait_port(p, addr, port, what, timeout=15, name="bench"):
-    """Waits for a TCP listener; a process that exits or never listens ends
-    the benchmark with its log's tail (SystemExit, prefixed with name)."""
+def wait_ready(p, ready, what, failing, timeout=15, name="bench", step=0.02):
+    """Polls ready() until it is true; a process that exits first, or a
+    timeout (then "WHAT FAILING after Ns"), ends the benchmark with p's log
+    tail (SystemExit, prefixed with name)."""
     deadline = time.monotonic() + timeout
-    while not port_open(addr, port):
+    while not ready():
         if p.poll() is not None:
             raise SystemExit(f"{name}: {what} exited with {p.returncode}:\n{tail(p.logpath)}")
         if time.monotonic() > deadline:
-            raise SystemExit(f"{name}: {what} not listening on {addr}:{port} after {timeout}s:\n"
-                             f"{tail(p.logpath)}")
-        time.sleep(0.02)
+            raise SystemExit(f"{name}: {what} {failing} after {timeout}s:\n{tail(p.logpath)}")
+        time.sleep(step)
 
 
-def cpu_ticks(pid):
-    """utime+stime of one process (all its threads)."""
+def wait_port(p, addr, port, what, timeout=15, name="bench"):
+    """Waits for a TCP listener (see wait_ready)."""
+    wait_ready(p, lambda: port_open(addr, port), what, f"not listening on {addr}:{port}", timeout, name)
+
+
+def _stat(pid):
+    """(command name, the fields of /proc/PID/stat after it), or None once
+    the process is gone. fields[0] is the state (field 3 of proc(5)), so
+    utime, stime, cutime, cstime are fields[11:15] and ppid fields[1]."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             s = f.read()
     except OSError:
-        return 0
-    fields = s[s.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])
+        return None
+    return s[s.index("(") + 1:s.rindex(")")], s[s.rindex(")") + 2:].split()
+
+
+def cpu_ticks(pid, reaped=False, gone=0):
+    """utime+stime of one process (all its threads); with reaped, also the
+    cutime+cstime of the children it has waited for. `gone` once it exited."""
+    st = _stat(pid)
+    if st is None:
+        return gone
+    return sum(int(x) for x in st[1][11:15 if reaped else 13])
 
 
 def status_kib(pid, field):
@@ -131,16 +154,30 @@ def pid_ticks():
     """pid -> (comm, utime+stime) for every process."""
     out = {}
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rindex(")") + 2:].split()
-        out[int(d)] = (s[s.index("(") + 1:s.rindex(")")], int(fields[11]) + int(fields[12]))
+        st = _stat(d) if d.isdigit() else None
+        if st is not None:
+            out[int(d)] = (st[0], int(st[1][11]) + int(st[1][12]))
     return out
+
+
+def proc_tree(pid):
+    """pid and its descendants, as /proc shows them now."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        st = _stat(d) if d.isdigit() else None
+        if st is not None:
+            kids.setdefault(int(st[1][1]), []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def tree_cpu_ticks(pid):
+    """CPU ticks (with reaped children's) over a process tree: servers that fork."""
+    return sum(cpu_ticks(p, reaped=True) for p in proc_tree(pid))
 
 
 def on_signal(signum, frame):

@@ -63,7 +63,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402  (helpers shared with the other benchmarks)
-from benchlib import proc_stat, stop_all, tail  # noqa: E402
+from benchlib import proc_stat, stop_all, tail, proc_tree, tree_cpu_ticks  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build"))
@@ -102,49 +102,8 @@ def wait_port(p, addr, port, what, timeout=15):
     benchlib.wait_port(p, addr, port, what, timeout, name="cache_hit")
 
 
-def proc_children():
-    """ppid -> [pid] for every process."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        ppid = int(s[s.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def tree(pid):
-    kids = proc_children()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def tree_cpu_ticks(pid):
-    """utime+stime (+ cutime+cstime of reaped children) over the process tree."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rindex(")") + 2:].split()
-        # fields[0] is state (field 3); utime is field 14 -> index 11
-        total += sum(int(x) for x in fields[11:15])
-    return total
-
-
 def set_affinity_tree(pid, cpus):
-    for p in tree(pid):
+    for p in proc_tree(pid):
         subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(p)], capture_output=True, timeout=10)
 
 

@@ -109,7 +109,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402  (helpers shared with the other benchmarks)
-from benchlib import write, tail, proc_stat, loadavg, pid_ticks, on_signal  # noqa: E402
+from benchlib import write, proc_stat, loadavg, pid_ticks, on_signal, proc_tree, tree_cpu_ticks  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BUILD = os.path.abspath(os.environ.get("FERRY_BUILD", os.path.join(ROOT, "build")))
@@ -181,83 +181,17 @@ def start(argv, logpath, cpus=SERVER_CPU):
     return benchlib.start(argv, logpath, cpus)
 
 
-def proc_children():
-    """ppid -> [pid] for every process."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        ppid = int(s[s.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def tree(pid):
-    kids = proc_children()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
 def stop(p, timeout=15):
-    if p.poll() is None:
-        pids = tree(p.pid)  # NSD forks; stragglers are killed by PID below
-        try:
-            os.kill(p.pid, signal.SIGTERM)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-        except ProcessLookupError:
-            pass
-        for q in pids[1:]:
-            try:
-                os.kill(q, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    p.logfile.close()
-    if p in benchlib.STARTED:
-        benchlib.STARTED.remove(p)
+    benchlib.stop(p, timeout, tree=True)  # NSD forks
 
 
 def stop_all():
     benchlib.stop_all(log, stop)
 
 
-def tree_cpu_ticks(pid):
-    """utime+stime (+ cutime+cstime of reaped children) over the process tree."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rindex(")") + 2:].split()
-        total += sum(int(x) for x in fields[11:15])
-    return total
-
-
 def status_kib(pid, field):
     """Sum of a /proc/PID/status field (VmRSS, VmHWM) over the process tree, KiB."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return sum(benchlib.status_kib(p, field) for p in proc_tree(pid))
 
 
 OTHERS = {}  # comm -> how many pre-run samples saw it busy (>= 10% of a core)
@@ -289,13 +223,13 @@ def wait_quiet():
 
 
 def set_affinity_tree(pid, cpus):
-    for p in tree(pid):
+    for p in proc_tree(pid):
         subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(p)], capture_output=True, timeout=10)
 
 
 def threads_of(pid):
     out = []
-    for p in tree(pid):
+    for p in proc_tree(pid):
         try:
             out += [int(t) for t in os.listdir(f"/proc/{p}/task")]
         except OSError:
@@ -399,17 +333,12 @@ def ask(addr, port, name, ecs=None, timeout=0.3):
 def wait_answer(p, name, what, ecs=None, want=None, timeout=300):
     """Polls until the server answers NOERROR with an A record; -> seconds since spawn."""
     addr, port = ADDR[name]
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answered():
         r = ask(addr, port, f"h7.{ZONE}", ecs=ecs, timeout=0.05)
-        if r and r["rcode"] == 0 and r["a"] and (want is None or r["a"] == want):
-            return time.monotonic() - p.t_spawn
-        if p.poll() is not None:
-            raise SystemExit(f"dns: {what} exited with {p.returncode}:\n{tail(p.logpath)}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"dns: {what} gave no answer on {addr}:{port} after {timeout}s:\n"
-                             f"{tail(p.logpath)}")
-        time.sleep(0.01)
+        return r and r["rcode"] == 0 and r["a"] and (want is None or r["a"] == want)
+    benchlib.wait_ready(p, answered, what, f"gave no answer on {addr}:{port}", timeout, "dns", 0.01)
+    return time.monotonic() - p.t_spawn
 
 
 # ---- data ------------------------------------------------------------------
